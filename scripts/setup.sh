@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create .venv (if absent) and install affectkit with its test extras.
+# torch/torchvision are pinned to the releases CI uses; pip takes them from the
+# local wheel cache where one exists, else from PyPI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/affectkit --version

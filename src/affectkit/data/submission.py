@@ -1,0 +1,125 @@
+"""Prediction files in the challenge's formats: read them (to score) and write them.
+
+* MTL: header ``image,valence,arousal,expression,aus`` then 16 values a row.
+* Per-video: ``<video>.txt`` per video, the task's header, one line per frame.
+* Single-label tasks (EXPR on stills, LSD): ``image,label`` CSV.
+
+Writers validate everything before the (atomic) write: a submission the
+server would reject never reaches the disk.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io import atomic_write_text
+from ..labels import ABAW_AU, ABAW_EXPR, LabelSet
+from .abaw import MTL_COLUMNS, SUBMISSION_HEADER, parse_mtl_rows, read_task_file
+from .errors import DataError
+from .folders import read_csv_labels
+from .parse import read_lines
+from .table import FaceTable, make_table_frame
+
+TASK_HEADERS = {"VA": "valence,arousal", "EXPR": ",".join(ABAW_EXPR.classes),
+                "AU": ",".join(ABAW_AU.classes)}
+
+
+def read_mtl_predictions(path: str | os.PathLike) -> FaceTable:
+    """An MTL submission; every row must predict every task (no sentinels)."""
+    path = Path(path)
+    lines = read_lines(path)
+    if not lines:
+        raise DataError(path, None, "empty file")
+    header = lines[0][1].replace(" ", "").lower()
+    if header not in (SUBMISSION_HEADER, ",".join(MTL_COLUMNS).lower()):
+        raise DataError(path, lines[0][0], f"expected header {SUBMISSION_HEADER!r}, "
+                                           f"got {lines[0][1]!r}")
+    images, va, expr, au = parse_mtl_rows(path, lines[1:], submission=True)
+    return FaceTable(make_table_frame(images, va=va, expression=expr, au=au), None,
+                     source=str(path))
+
+
+def read_per_video_folder(folder: str | os.PathLike, task: str,
+                          prediction: bool = False) -> FaceTable:
+    """All ``<video>.txt`` files of one task folder, one row per line (frame i = line i+1).
+
+    With ``prediction`` every line must hold a prediction (no -5 / -1 sentinels).
+    """
+    folder = Path(folder)
+    files = sorted(folder.glob("*.txt"))
+    if not files:
+        raise DataError(folder, None, f"no per-video {task} .txt files")
+    parts = []
+    for f in files:
+        values = read_task_file(f, task)
+        if prediction:
+            bad = np.flatnonzero((values == -5).any(1) if task == "VA" else
+                                 (values < 0).reshape(len(values), -1).any(1))
+            if bad.size:
+                raise DataError(f, int(bad[0]) + 2, "a prediction file cannot hold the "
+                                                   "'unlabelled' sentinel")
+        frames = np.arange(1, len(values) + 1)
+        kw = {"VA": {"va": values}, "EXPR": {"expression": values}, "AU": {"au": values}}[task]
+        parts.append(make_table_frame([f"{f.stem}/{i:05d}.jpg" for i in frames],
+                                      video=[f.stem] * len(frames), frame=frames, **kw))
+    return FaceTable(pd.concat(parts, ignore_index=True), None, source=str(folder))
+
+
+def read_label_csv(path: str | os.PathLike, labels: LabelSet) -> FaceTable:
+    """``image,label`` (or any path + expression column) CSV; labels by name or index."""
+    table = read_csv_labels(path, image_root=Path(path).parent, expr_labels=labels)
+    return table.with_expr_labels(labels) if table.expr_labels != labels else table
+
+
+# --- writers -------------------------------------------------------------------------------
+def _check_predictions(n, va, expression, au):
+    va = np.asarray(va, np.float64).reshape(n, 2)
+    expression = np.asarray(expression).reshape(n)
+    au = np.asarray(au).reshape(n, len(ABAW_AU))
+    if not np.isfinite(va).all() or (np.abs(va) > 1).any():
+        i = int(np.flatnonzero(~(np.isfinite(va) & (np.abs(va) <= 1)).all(1))[0])
+        raise ValueError(f"row {i}: valence/arousal {va[i].tolist()} not finite in [-1, 1] "
+                         "(clip model outputs before writing)")
+    if not np.isin(expression, np.arange(len(ABAW_EXPR))).all():
+        raise ValueError(f"expression predictions must be class indices 0..{len(ABAW_EXPR) - 1}")
+    if not np.isin(au, (0, 1)).all():
+        raise ValueError("AU predictions must be 0/1 (binarise probabilities with thresholds)")
+    return va, expression.astype(np.int64), au.astype(np.int64)
+
+
+def write_mtl_submission(path: str | os.PathLike, images, va, expression, au) -> Path:
+    """Write an MTL submission in the test list's order, validated first."""
+    images = [str(i) for i in images]
+    if len(set(images)) != len(images):
+        dup = pd.Series(images)[pd.Series(images).duplicated()].tolist()
+        raise ValueError(f"duplicate images in predictions: {dup[:5]}")
+    va, expression, au = _check_predictions(len(images), va, expression, au)
+    rows = [SUBMISSION_HEADER]
+    rows += [f"{img},{v:.6f},{a:.6f},{e}," + ",".join(map(str, u))
+             for img, (v, a), e, u in zip(images, va, expression, au)]
+    return atomic_write_text(path, "\n".join(rows) + "\n")
+
+
+def write_per_video_predictions(folder: str | os.PathLike, task: str,
+                                predictions: dict[str, np.ndarray]) -> list[Path]:
+    """``{video: values}`` -> one ``<video>.txt`` per video; row i is frame i+1."""
+    out = []
+    for video, values in predictions.items():
+        values = np.asarray(values)
+        n = len(values)
+        if task == "VA":
+            va, _, _ = _check_predictions(n, values, np.zeros(n), np.zeros((n, len(ABAW_AU))))
+            lines = [f"{v:.6f},{a:.6f}" for v, a in va]
+        elif task == "EXPR":
+            _, e, _ = _check_predictions(n, np.zeros((n, 2)), values, np.zeros((n, len(ABAW_AU))))
+            lines = [str(x) for x in e]
+        else:
+            _, _, au = _check_predictions(n, np.zeros((n, 2)), np.zeros(n), values)
+            lines = [",".join(map(str, r)) for r in au]
+        out.append(atomic_write_text(Path(folder) / f"{video}.txt",
+                                     "\n".join([TASK_HEADERS[task], *lines]) + "\n"))
+    return out
