@@ -58,7 +58,7 @@ class PackedImages:
 
     def get(self, rows) -> torch.Tensor:
         """(3, S, S) for one row, (B, 3, S, S) for several; uint8, channels first."""
-        x = torch.from_numpy(np.ascontiguousarray(self.array[rows]))
+        x = torch.from_numpy(np.array(self.array[rows]))  # a copy: the memmap is read-only
         return x.permute(2, 0, 1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
 
 
@@ -102,8 +102,8 @@ class FaceDataset(Dataset):
         self.transform = transform
         self.packed = packed
         self.rows = packed.rows_for(self.table.images) if packed is not None else None
-        self.va = torch.from_numpy(self.table.va)
-        self.expression = torch.from_numpy(self.table.expression)
+        self.va = torch.from_numpy(self.table.va.copy())
+        self.expression = torch.from_numpy(self.table.expression.copy())
         self.au = torch.from_numpy(self.table.au.astype(np.float32))
         self.paths = [str(self.table.image_root / i) for i in self.table.images] \
             if packed is None else None

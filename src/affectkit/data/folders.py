@@ -125,6 +125,9 @@ def read_csv_labels(path: str | os.PathLike, image_root: str | os.PathLike | Non
 
     va = np.full((len(rows), 2), VA_INVALID, np.float32)
     va_cols = [_find_column(header, VA_COLUMNS[k]) for k in ("valence", "arousal")]
+    if any(va_cols) and not all(va_cols):
+        have, lack = ("valence", "arousal") if va_cols[0] else ("arousal", "valence")
+        raise DataError(path, 1, f"{have} column without {lack}: VA needs both")
     if all(va_cols):
         va = check_va(path, nos, to_float(path, nos, list(zip(*(cols[c] for c in va_cols))),
                                           va_cols), tuple(va_cols))
@@ -133,11 +136,16 @@ def read_csv_labels(path: str | os.PathLike, image_root: str | os.PathLike | Non
     expr_col = _find_column(header, EXPR_COLUMNS)
     if expr_col is not None:
         values = cols[expr_col]
-        numeric = all(v.lstrip("-").isdigit() for v in values)
+        numeric = bool(values) and all(v.lstrip("-").isdigit() for v in values)
         if numeric and expr_labels is None:
             raise DataError(path, 1, f"column {expr_col!r} holds class indices: name the label "
                                      "set they index (e.g. expr_labels=FER2013)")
         if expr_labels is None:
+            for no, v in zip(nos, values):
+                try:
+                    canonical_expression(v)
+                except KeyError:
+                    raise DataError(path, no, f"{expr_col}: unknown expression {v!r}") from None
             expr_labels = infer_expr_labels(set(values), str(path))
         expression = []
         for no, v in zip(nos, values):
@@ -158,9 +166,12 @@ def read_csv_labels(path: str | os.PathLike, image_root: str | os.PathLike | Non
         if au_labels is None:
             au_labels = next((s for s in _AU_CANDIDATES if set(s.canonical) == set(canon)),
                              LabelSet(f"{path.stem}_au", "au", canon))
-        names = [dict(au_cols)[c] for c in au_labels.canonical]
-        au = check_int(path, nos, to_float(path, nos, list(zip(*(cols[n] for n in names))),
-                                           names), -1, 1, names)
+        have = dict(au_cols)
+        names = [have[c] for c in au_labels.canonical if c in have]
+        coded = check_int(path, nos, to_float(path, nos, list(zip(*(cols[n] for n in names))),
+                                              names), -1, 1, names)
+        au = np.full((len(rows), len(au_labels)), -1, np.int64)  # AUs not in the file: -1
+        au[:, [j for j, c in enumerate(au_labels.canonical) if c in have]] = coded
 
     # a CSV of video frames may name them itself; otherwise both come from the path
     video_col, frame_col = _find_column(header, ("video",)), _find_column(header, ("frame",))
@@ -214,7 +225,11 @@ def extract_archives(archives: list[Path]) -> Path:
                     z.extractall(tmp)
             except zipfile.BadZipFile as e:
                 raise DataError(archive, None, f"not a valid zip archive ({e})") from None
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError:  # another process (a DDP rank) finished the same extraction first
+            if not dest.is_dir():
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2.functional import to_dtype
 
 from .errors import CorruptImageError, MissingImagesError
 from .table import FaceTable
@@ -25,8 +26,13 @@ def decode_rgb(data: bytes, path: str | Path = "<bytes>") -> torch.Tensor:
     if not data:
         raise CorruptImageError(path, "empty file")
     try:
-        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                            mode=ImageReadMode.RGB)
+        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                             mode=ImageReadMode.RGB)
+        if image.ndim == 4:  # animated GIF / multi-frame: the first frame
+            image = image[0]
+        if image.dtype != torch.uint8:  # 16-bit PNG
+            image = to_dtype(image, torch.uint8, scale=True)
+        return image
     except RuntimeError:
         pass
     try:

@@ -56,6 +56,8 @@ def to_float(path: Path, line_nos, rows: list[list[str]], columns) -> np.ndarray
 
 
 def _first_bad(path, line_nos, values, ok, columns, what) -> None:
+    if len(line_nos) == 0:
+        return
     ok = np.asarray(ok).reshape(len(line_nos), -1)
     if ok.all():
         return
