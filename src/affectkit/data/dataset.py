@@ -58,7 +58,10 @@ class PackedImages:
 
     def get(self, rows) -> torch.Tensor:
         """(3, S, S) for one row, (B, 3, S, S) for several; uint8, channels first."""
-        x = torch.from_numpy(np.array(self.array[rows]))  # a copy: the memmap is read-only
+        x = self.array[rows]
+        if isinstance(rows, (int, np.integer, slice)):
+            x = np.array(x)  # a view of the read-only memmap: copy (fancy indexing already did)
+        x = torch.from_numpy(x)
         return x.permute(2, 0, 1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
 
 
