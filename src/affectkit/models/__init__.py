@@ -1,0 +1,1 @@
+"""Models: timm backbones with MAE loading and token masking, DAN, EMMA, masked CoTEX."""
