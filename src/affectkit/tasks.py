@@ -1,0 +1,54 @@
+"""Tasks: a model's outputs + a batch -> named losses. The engine only backpropagates
+``loss``; every other entry is for logging.
+
+Batches follow ``affectkit.data.FaceDataset``: ``va`` (B, 2) with -5 for unlabelled,
+``expression`` (B,) with -1, ``au`` (B, 12) with -1 per AU. Invalid labels contribute
+nothing to any loss, and a batch with none of a task's labels gives that loss as a
+graph-connected 0, never NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import losses
+
+
+@dataclass
+class MTLTask:
+    """EMMA and the single-model multi-task baselines: L = w_au L_AU + w_expr L_EXPR + w_va L_VA.
+
+    The weights are applied in training (the ABAW7 public code forgot to).
+    """
+
+    au_weight: float = 1.0
+    expr_weight: float = 1.0
+    va_weight: float = 1.0
+    au_pos_weight: torch.Tensor | None = None
+    label_smoothing: float = 0.0
+
+    def __call__(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
+        au = losses.masked_bce(outputs["au_logits"], batch["au"], self.au_pos_weight)
+        expr = losses.masked_ce(outputs["expr_logits"], batch["expression"],
+                                self.label_smoothing)
+        va = losses.ccc_loss(outputs["va"], batch["va"])
+        total = self.au_weight * au + self.expr_weight * expr + self.va_weight * va
+        return {"au_loss": au, "expr_loss": expr, "va_loss": va, "loss": total}
+
+
+@dataclass
+class CoTEXTask:
+    """Masked CoTEX: CE on each view + ``js_weight`` * JS(view 1, view 2)."""
+
+    js_weight: float = 1.0
+    label_smoothing: float = 0.0
+
+    def __call__(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
+        target = batch["expression"]
+        ce_1 = losses.masked_ce(outputs["expr_logits_1"], target, self.label_smoothing)
+        ce_2 = losses.masked_ce(outputs["expr_logits_2"], target, self.label_smoothing)
+        js = losses.js_divergence(outputs["expr_logits_1"], outputs["expr_logits_2"])
+        return {"ce_1": ce_1, "ce_2": ce_2, "js_loss": js,
+                "loss": ce_1 + ce_2 + self.js_weight * js}
