@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from timm.optim import create_optimizer_v2
 
 from affectkit import metrics
 from affectkit.labels import ABAW_EXPR, AFFECTNET8, FER2013, LSD
@@ -121,7 +122,7 @@ def test_emma_frozen_branch_unchanged_after_training_step():
 
 def test_emma_layer_decay_groups():
     model = EMMA(vit(), None)
-    opt = timm.optim.create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.05,
+    opt = create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.05,
                                          layer_decay=0.65)
     scales = {round(g.get("lr_scale", 1.0), 6) for g in opt.param_groups}
     assert len(scales) > 2, "layer decay silently off"

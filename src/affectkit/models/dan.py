@@ -8,14 +8,13 @@ attention heads behind a plausible-looking softmax.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 
 from ..labels import ABAW_EXPR, AFFECTNET8, LabelSet
+from .checkpoint import load_state_dict_file
 
 # The public 7-class checkpoints drop AffectNet's last class (Contempt).
 AFFECTNET7 = LabelSet("affectnet7", "expression", AFFECTNET8.classes[:7])
@@ -117,28 +116,6 @@ class DAN(nn.Module):
         return self.forward_all(x)[0]
 
 
-def _read_state_dict(path) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file: ``model_state_dict`` / ``state_dict`` / ``model`` or bare,
-    ``module.`` (DataParallel) prefixes stripped."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and weights-only errors all mean "not loadable"
-        raise ValueError(f"{path} is not a loadable PyTorch checkpoint: {exc}") from exc
-    if isinstance(ckpt, dict):
-        for key in ("model_state_dict", "state_dict", "model"):
-            if isinstance(ckpt.get(key), dict):
-                ckpt = ckpt[key]
-                break
-    if not (isinstance(ckpt, dict) and ckpt
-            and all(isinstance(v, torch.Tensor) for v in ckpt.values())):
-        raise ValueError(f"{path} holds no state dict (expected tensors, e.g. under "
-                         f"'model_state_dict'); top-level type {type(ckpt).__name__}")
-    return {k.removeprefix("module."): v for k, v in ckpt.items()}
-
-
 def _strict_load(model: nn.Module, state: dict[str, torch.Tensor], path) -> None:
     """``load_state_dict(strict=True)`` whose error names the file and up to 10 offenders."""
     own = model.state_dict()
@@ -156,7 +133,7 @@ def _strict_load(model: nn.Module, state: dict[str, torch.Tensor], path) -> None
 
 def load_dan_checkpoint(path) -> DAN:
     """A DAN with a public-format checkpoint's weights; class and head counts come from it."""
-    state = _read_state_dict(path)
+    state = load_state_dict_file(path)  # weights_only; unwraps model_state_dict, module.
     if "fc.weight" not in state or state["fc.weight"].ndim != 2:
         _strict_load(DAN(), state, path)  # raises, listing what does not match
     heads = {k.split(".", 1)[0] for k in state if k.startswith("cat_head")}
@@ -231,7 +208,7 @@ class ExpressionBranch(nn.Module):
             raise ValueError(f"timm CNN {kind!r} needs the LabelSet of its classifier")
         cnn = timm.create_model(kind, pretrained=False, num_classes=len(labels))
         if checkpoint is not None:
-            _strict_load(cnn, _read_state_dict(checkpoint), checkpoint)
+            _strict_load(cnn, load_state_dict_file(checkpoint), checkpoint)
         cfg = cnn.pretrained_cfg or {}
         size = input_size or cfg.get("input_size", (3, 224, 224))[-1]
         return cls(cnn, labels, input_size=size, mean=cfg.get("mean", IMAGENET_MEAN),
