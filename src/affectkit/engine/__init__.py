@@ -1,0 +1,1 @@
+"""Training engine: optimiser and lr schedule (``optim``), checkpoints and resume (``state``)."""
