@@ -1,0 +1,539 @@
+"""Typed run configuration: dataclasses, strict YAML recipes and ``key=value`` overrides.
+
+The dataclass defaults below are the single source of defaults: the EMMA recipe of
+the ABAW4 paper (Table 3). A recipe (``affectkit/recipes/<name>.yaml``) is a small
+YAML diff against them and may name a ``base:`` recipe to start from. Overrides are
+dotted ``key=value`` strings whose values are parsed as YAML.
+
+Everything is checked before any training starts: an unknown key anywhere (a typo
+such as ``optim.base_lrr``) is an error naming the dotted key, where it was set
+(file and line, or the override) and the closest known key; so are wrong types,
+values out of range and inconsistent model settings. ``check_paths`` verifies the
+files a run needs, kept apart so configs can be built without data.
+
+YAML here follows YAML 1.2 where PyYAML's 1.1 rules surprise: ``5e-4`` is a float
+(not a string) and only ``true``/``false`` are booleans (``off`` stays a string).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import subprocess
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from . import __version__
+from .io import atomic_write_text
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+MISSING = "???"  # a value a recipe requires the user to set (checked by ``check_paths``)
+META_KEYS = ("base", "recipe", "git_sha", "affectkit_version")  # top-level, not sections
+
+Layout = Literal["auto", "mtl", "per-video", "lsd", "csv", "folders"]  # data.discover.LAYOUTS
+
+
+class ConfigError(ValueError):
+    """A configuration problem; ``problems`` lists every one found, each a full sentence."""
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+# ----------------------------------------------------------------------------- schema
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = MISSING  # dataset folder (or annotation file) given to data.open_dataset
+    layout: Layout = "auto"
+    images: str | None = None  # face-crop root; None: the layout's default (cropped_aligned)
+    train_split: str = "train"  # split names within the layout: "<layout>/<split>"
+    val_split: str = "val"
+    expr_labels: str | None = None  # labels.LABEL_SETS name, for csv / class-folder datasets
+    img_size: int = 224  # network input (random crop in training, resize in evaluation)
+    resize: int = 232  # training: resize the 112 px crops to this, then random-crop img_size
+    jitter: float = 0.4  # colour jitter strength (brightness, contrast, saturation); 0: off
+    hue: float = 0.1
+    packed: str | None = None  # a pack_images() file to read images from instead of JPEGs
+    num_workers: int = 8
+    missing: Literal["error", "skip"] = "error"  # listed images absent on disk
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    kind: Literal["emma", "vit-mtl", "cnn-mtl", "cotex"] = "emma"
+    backbone: str = "vit_base_patch16_224"  # a timm model name
+    pretrained: str | None = None  # local weights file, "timm:<name>.<tag>", or None (random)
+    pool: Literal["cls", "avg"] = "avg"
+    drop_path: float = 0.1
+    stop_gradient: bool = True  # EMMA: the VA head does not backpropagate into the backbones
+    expr_branch: str | None = "dan"  # EMMA's frozen CNN: "dan" or a timm CNN name
+    expr_branch_checkpoint: str | None = None
+    mask_ratio: float = 0.0  # patch tokens dropped in training (CoTEX: 0.75)
+    num_classes: int | None = None  # CoTEX classes (6 LSD, 8 ABAW EXPR); MTL models: 8
+    va_hidden: int = 256
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    au_weight: float = 1.0
+    expr_weight: float = 1.0
+    va_weight: float = 1.0
+    js_weight: float = 1.0  # CoTEX: weight of JS(view 1, view 2)
+    label_smoothing: float = 0.0
+    au_pos_weight: bool = False  # weight AU positives by negatives/positives of the train set
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optimizer: Literal["adamw"] = "adamw"
+    base_lr: float = 5e-4  # lr = base_lr * effective batch / 256 (see effective_lr)
+    weight_decay: float = 0.05
+    layer_decay: float | None = 0.65  # None: no layer-wise lr decay
+    batch_size: int = 100  # per device, per step
+    accum_steps: int = 4
+    clip_grad: float | None = 0.05
+    epochs: int = 30
+    warmup_epochs: int = 5  # linear warm-up, then cosine to min_lr
+    min_lr: float = 1e-6
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out_dir: str = "runs"
+    seed: int = 0
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    compile: bool = False
+    channels_last: bool = False
+    eval_every: int = 1  # epochs
+    log_every: int = 50  # optimiser steps
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    recipe: str = "defaults"
+
+
+def effective_lr(cfg: Config, world_size: int = 1) -> float:
+    """The MAE / paper scaling rule: ``base_lr * batch_size * accum_steps * world_size / 256``."""
+    o = cfg.optim
+    return o.base_lr * o.batch_size * o.accum_steps * world_size / 256
+
+
+# ----------------------------------------------------------------------------- YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 floats (``5e-4``) and booleans (only true / false)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in rs if tag != "tag:yaml.org,2002:bool"]
+    for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def parse_value(text: str) -> Any:
+    """An override value as YAML (``1e-3`` -> float, ``false`` -> bool, ``null`` -> None)."""
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: safe
+
+
+def _read_yaml(path: Path) -> tuple[dict, dict[str, str]]:
+    """A YAML mapping and, for every dotted key in it, ``"<file>:<line>"`` where it is set."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e}") from None
+    try:
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else {}
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(data).__name__}")
+    where: dict[str, str] = {}
+
+    def walk(n, prefix: str) -> None:
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                key = f"{prefix}{k.value}"
+                where[key] = f"{path}:{k.start_mark.line + 1}"
+                walk(v, key + ".")
+
+    walk(node, "")
+    return data, where
+
+
+def _recipe_path(name: str, relative_to: Path | None = None) -> Path:
+    p = Path(name)
+    candidates = [p] if p.is_absolute() else (
+        ([relative_to / p] if relative_to else []) + [p])
+    if p.suffix in (".yaml", ".yml") or p.is_absolute() or len(p.parts) > 1:
+        for c in candidates:
+            if c.is_file():
+                return c.resolve()
+    builtin = RECIPES_DIR / f"{name}.yaml"
+    if not name.startswith("_") and builtin.is_file():
+        return builtin
+    known = sorted(list_recipes())
+    hint = difflib.get_close_matches(name, known, n=1)
+    raise ConfigError(f"unknown recipe or config file {name!r}"
+                      + (f"; did you mean {hint[0]!r}?" if hint else "")
+                      + f" (recipes: {', '.join(known)})")
+
+
+def list_recipes() -> dict[str, str]:
+    """Built-in recipe name -> its one-line description (the file's first comment line)."""
+    out = {}
+    for p in sorted(RECIPES_DIR.glob("*.yaml")):
+        if p.name.startswith("_"):
+            continue
+        first = p.read_text(encoding="utf-8").split("\n", 1)[0].strip()
+        out[p.stem] = first.lstrip("#").strip() if first.startswith("#") else ""
+    return out
+
+
+def _merge(dst: dict, src: dict) -> None:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _merge(dst[k], v)
+        else:
+            dst[k] = v
+
+
+def _load_chain(recipe_or_path: str) -> tuple[dict, dict[str, str], str]:
+    """The merged YAML of a recipe and its ``base:`` chain, locations, and the recipe name."""
+    chain: list[tuple[dict, dict[str, str]]] = []
+    seen: list[Path] = []
+    name, rel = recipe_or_path, None
+    while name is not None:
+        path = _recipe_path(str(name), rel)
+        if path in seen:
+            cycle = " -> ".join(str(p) for p in [*seen, path])
+            raise ConfigError(f"recipe base cycle: {cycle}")
+        seen.append(path)
+        data, where = _read_yaml(path)
+        name, rel = data.pop("base", None), path.parent
+        if name is not None and not isinstance(name, str):
+            raise ConfigError(f"base ({where['base']}): expected a recipe name or path, "
+                              f"got {name!r}")
+        chain.append((data, where))
+    merged: dict = {}
+    where_all: dict[str, str] = {}
+    for data, where in reversed(chain):
+        _merge(merged, data)
+        where_all.update(where)
+    first = seen[0]
+    label = first.stem if first.parent == RECIPES_DIR else recipe_or_path
+    return merged, where_all, label
+
+
+def _apply_overrides(merged: dict, where: dict[str, str], overrides) -> None:
+    for item in overrides:
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ConfigError(f"override {item!r}: expected key=value (e.g. optim.base_lr=1e-3)")
+        parts = key.split(".")
+        if parts[0] == "base":
+            raise ConfigError(f"override {item!r}: base can only be set in a recipe file")
+        try:
+            value = parse_value(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from None
+        d = merged
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(d.get(part), dict):
+                d[part] = {}
+            d = d[part]
+            where[".".join(parts[: i + 1])] = f"override {item!r}"
+        d[parts[-1]] = value
+        where[key] = f"override {item!r}"
+
+
+# ----------------------------------------------------------------------------- building
+
+
+_NoneType = type(None)
+_ALL_KEYS: list[str] = []  # every dotted key of the schema, filled below
+
+
+def _type_name(tp) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        names = [_type_name(a) for a in args if a is not _NoneType]
+        return " or ".join(names) + (" or null" if _NoneType in args else "")
+    if origin is tuple:
+        return f"a list of {len(args)} {_type_name(args[0])}s"
+    return getattr(tp, "__name__", str(tp))
+
+
+class _Bad(Exception):
+    pass
+
+
+def _coerce(value: Any, tp) -> Any:
+    """``value`` as type ``tp``, or raise ``_Bad``. bool is not an int; an int is a float."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and _NoneType in args:
+            return None
+        for a in args:
+            if a is not _NoneType:
+                try:
+                    return _coerce(value, a)
+                except _Bad:
+                    pass
+        raise _Bad
+    if origin is Literal:
+        if any(type(value) is type(a) and value == a for a in args):
+            return value
+        raise _Bad
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise _Bad
+        return tuple(_coerce(v, a) for v, a in zip(value, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise _Bad
+
+
+def _suggest(key: str, section_fields: list[str], prefix: str) -> str:
+    leaf = key.rsplit(".", 1)[-1]
+    near = difflib.get_close_matches(leaf, section_fields, n=1, cutoff=0.6)
+    if near:
+        return f"; did you mean {prefix + near[0]!r}?"
+    elsewhere = [k for k in _ALL_KEYS if k.rsplit(".", 1)[-1] == leaf]
+    near = elsewhere or difflib.get_close_matches(key, _ALL_KEYS, n=1, cutoff=0.75)
+    return f"; did you mean {near[0]!r}?" if near else ""
+
+
+def _at(where: dict[str, str], key: str) -> str:
+    return f" ({where[key]})" if key in where else ""
+
+
+def _build(cls, raw: dict, where: dict[str, str], errors: list[str], prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for k, v in raw.items():
+        key = f"{prefix}{k}"
+        if k not in hints:
+            if prefix == "" and k in META_KEYS:
+                continue
+            errors.append(f"unknown key {key!r}{_at(where, key)}{_suggest(key, names, prefix)}")
+            continue
+        tp = hints[k]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(v, dict):
+                errors.append(f"{key}{_at(where, key)}: expected a mapping of "
+                              f"{tp.__name__} keys, got {v!r}")
+                continue
+            kwargs[k] = _build(tp, v, where, errors, key + ".")
+            continue
+        try:
+            kwargs[k] = _coerce(v, tp)
+        except _Bad:
+            errors.append(f"{key}{_at(where, key)}: expected {_type_name(tp)}, "
+                          f"got {v!r} ({type(v).__name__})")
+    return cls(**kwargs)
+
+
+def _collect_keys(cls, prefix: str = "") -> None:
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            _collect_keys(tp, f"{prefix}{f.name}.")
+        else:
+            _ALL_KEYS.append(prefix + f.name)
+
+
+_collect_keys(Config)
+
+
+def validate(cfg: Config, where: dict[str, str] | None = None) -> None:
+    """Range and consistency checks; raises ``ConfigError`` listing every problem."""
+    where = where or {}
+    errors: list[str] = []
+
+    def need(ok: bool, key: str, rule: str) -> None:
+        if not ok:
+            section, name = key.split(".")
+            value = getattr(getattr(cfg, section), name)
+            errors.append(f"{key}{_at(where, key)}: {rule}, got {value!r}")
+
+    d, m, lo, o, r = cfg.data, cfg.model, cfg.loss, cfg.optim, cfg.run
+    need(d.img_size >= 1, "data.img_size", "must be >= 1")
+    need(d.resize >= d.img_size, "data.resize", f"must be >= data.img_size ({d.img_size})")
+    need(d.jitter >= 0, "data.jitter", "must be >= 0")
+    need(0 <= d.hue <= 0.5, "data.hue", "must be in [0, 0.5]")
+    need(d.num_workers >= 0, "data.num_workers", "must be >= 0")
+    if d.expr_labels is not None:
+        from .labels import LABEL_SETS
+
+        exprs = sorted(n for n, s in LABEL_SETS.items() if s.kind == "expression")
+        need(d.expr_labels in exprs, "data.expr_labels", f"must be one of {exprs}")
+
+    need(0 <= m.drop_path < 1, "model.drop_path", "must be in [0, 1)")
+    need(0 <= m.mask_ratio < 1, "model.mask_ratio", "must be in [0, 1)")
+    need(m.va_hidden >= 1, "model.va_hidden", "must be >= 1")
+    if m.kind == "cotex":
+        need(m.num_classes is not None and m.num_classes >= 2, "model.num_classes",
+             "cotex needs the number of classes (>= 2; 6 for LSD, 8 for ABAW EXPR)")
+    else:
+        need(m.num_classes in (None, 8), "model.num_classes",
+             f"{m.kind} predicts the 8 ABAW expressions: must be null or 8")
+    need(m.expr_branch is None or m.kind == "emma", "model.expr_branch",
+         f"only kind 'emma' has a CNN expression branch (kind is {m.kind!r}): must be null")
+    need(m.expr_branch_checkpoint is None or m.expr_branch is not None,
+         "model.expr_branch_checkpoint", "needs model.expr_branch to be set")
+    if m.kind == "cnn-mtl":
+        need(m.pool == "avg", "model.pool", "a CNN has no CLS token: must be 'avg'")
+        need(m.mask_ratio == 0, "model.mask_ratio", "a CNN cannot drop patch tokens: must be 0")
+
+    for k in ("au_weight", "expr_weight", "va_weight", "js_weight"):
+        need(getattr(lo, k) >= 0, f"loss.{k}", "must be >= 0")
+    need(0 <= lo.label_smoothing < 1, "loss.label_smoothing", "must be in [0, 1)")
+
+    need(o.base_lr > 0, "optim.base_lr", "must be > 0")
+    need(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+    need(o.layer_decay is None or 0 < o.layer_decay <= 1, "optim.layer_decay",
+         "must be in (0, 1] or null")
+    need(o.batch_size >= 1, "optim.batch_size", "must be >= 1")
+    need(o.accum_steps >= 1, "optim.accum_steps", "must be >= 1")
+    need(o.clip_grad is None or o.clip_grad > 0, "optim.clip_grad", "must be > 0 or null")
+    need(o.epochs >= 1, "optim.epochs", "must be >= 1")
+    need(0 <= o.warmup_epochs <= o.epochs, "optim.warmup_epochs",
+         f"must be in [0, optim.epochs={o.epochs}]")
+    need(0 <= o.min_lr <= o.base_lr, "optim.min_lr", f"must be in [0, base_lr={o.base_lr}]")
+    need(all(0 <= b < 1 for b in o.betas), "optim.betas", "each must be in [0, 1)")
+
+    need(r.eval_every >= 1, "run.eval_every", "must be >= 1")
+    need(r.log_every >= 1, "run.log_every", "must be >= 1")
+    if errors:
+        raise ConfigError(errors)
+
+
+def config_from_dict(raw: dict, where: dict[str, str] | None = None,
+                     recipe: str | None = None) -> Config:
+    """A validated ``Config`` from a nested dict (unknown keys and bad types rejected)."""
+    where = where or {}
+    errors: list[str] = []
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a mapping, got {raw!r}")
+    cfg = _build(Config, raw, where, errors)
+    if errors:
+        raise ConfigError(errors)
+    if "recipe" not in raw and recipe is not None:
+        cfg = dataclasses.replace(cfg, recipe=recipe)
+    validate(cfg, where)
+    return cfg
+
+
+def load_config(recipe_or_path: str, overrides: typing.Iterable[str] = ()) -> Config:
+    """Defaults <- recipe (and its ``base:`` chain) <- ``key=value`` overrides, validated.
+
+    ``recipe_or_path``: a built-in recipe name (see ``list_recipes``) or a YAML file,
+    such as the ``config.yaml`` a run saved (``load_config(saved)`` rebuilds that run's
+    config). Raises ``ConfigError`` naming every unknown key, bad type or bad value.
+    """
+    merged, where, label = _load_chain(recipe_or_path)
+    _apply_overrides(merged, where, list(overrides))
+    return config_from_dict(merged, where, recipe=label)
+
+
+# ----------------------------------------------------------------------------- paths, dump
+
+
+def check_paths(cfg: Config) -> None:
+    """The files a run reads exist, and no required (``???``) value is left unset.
+
+    Raises ``ConfigError`` naming each key and path. Call before training / --dry-run.
+    """
+    errors = []
+    for section in ("data", "model", "loss", "optim", "run"):
+        for k, v in dataclasses.asdict(getattr(cfg, section)).items():
+            if v == MISSING:
+                errors.append(f"{section}.{k}: required by recipe {cfg.recipe!r} but not set "
+                              f"(pass {section}.{k}=...)")
+    m = cfg.model
+    paths = {"data.root": cfg.data.root, "data.images": cfg.data.images,
+             "model.pretrained": None if (m.pretrained or "").startswith("timm:")
+             else m.pretrained,
+             "model.expr_branch_checkpoint": m.expr_branch_checkpoint}
+    for key, p in paths.items():
+        if p is not None and p != MISSING and not Path(p).expanduser().exists():
+            errors.append(f"{key}: no such file or directory: {p}")
+    if errors:
+        raise ConfigError(errors)
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain nested dict (lists for tuples), ``recipe`` first; loadable by ``load_config``."""
+    def plain(x):
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        return x
+
+    d = plain(dataclasses.asdict(cfg))
+    return {"recipe": d.pop("recipe"), **d}
+
+
+def git_sha(path: str | Path | None = None) -> str | None:
+    """HEAD of the git checkout holding ``path`` (default: this package), None if none."""
+    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
+                             text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def dump_config(cfg: Config, path: str | Path) -> Path:
+    """Write the resolved config as YAML (atomically) with the git SHA and affectkit version."""
+    d = config_to_dict(cfg)
+    d = {"recipe": d.pop("recipe"), "git_sha": git_sha(), "affectkit_version": __version__, **d}
+    text = "# resolved affectkit config\n" + yaml.safe_dump(d, sort_keys=False)
+    return atomic_write_text(path, text)
