@@ -74,6 +74,68 @@ def _cmd_score(args) -> int:
     return 0
 
 
+def _cmd_recipes(args) -> int:
+    from .config import list_recipes
+
+    recipes = list_recipes()
+    width = max((len(n) for n in recipes), default=0)
+    for name, desc in recipes.items():
+        print(f"{name:{width}s}  {desc}".rstrip())
+    return 0
+
+
+def _cmd_train(args) -> int:
+    import yaml
+
+    from .config import ConfigError, check_paths, config_to_dict, git_sha, load_config
+
+    overrides, dry_run, resume = [], args.dry_run, not args.no_resume
+    for item in args.overrides:  # flags may also follow the overrides
+        if item == "--dry-run":
+            dry_run = True
+        elif item == "--no-resume":
+            resume = False
+        elif item.startswith("-"):
+            print(f"error: unknown option {item!r} (train takes --dry-run, --no-resume, "
+                  "--run-dir DIR and key=value overrides)", file=sys.stderr)
+            return 2
+        else:
+            overrides.append(item)
+    try:
+        cfg = load_config(args.recipe, overrides)
+        check_paths(cfg)
+        from .engine.build import open_splits
+
+        train_table, val_table = open_splits(cfg)
+    except ConfigError as e:
+        print("error: invalid config:", file=sys.stderr)
+        for problem in e.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    if dry_run:
+        d = config_to_dict(cfg)
+        d = {"recipe": d.pop("recipe"), "git_sha": git_sha(), **d}
+        print(yaml.safe_dump(d, sort_keys=False), end="")
+        print(f"# train: {len(train_table)} images, val: {len(val_table)} images "
+              "(dry run: nothing trained)")
+        return 0
+    import logging
+
+    from .engine.loop import train
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        run_dir = train(cfg, run_dir=args.run_dir, resume=resume)
+    except ConfigError as e:
+        print("error: " + "\n  ".join(e.problems), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    print(f"run folder: {run_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="affectkit", description=__doc__)
     p.add_argument("--version", action="version", version=f"affectkit {__version__}")
@@ -117,6 +179,20 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--pred", required=True, help="prediction file or folder")
     sc.add_argument("--out", help="also write the JSON here")
     sc.set_defaults(fn=_cmd_score)
+
+    rc = sub.add_parser("recipes", help="list the built-in training recipes")
+    rc.set_defaults(fn=_cmd_recipes)
+
+    tr = sub.add_parser("train", help="train a recipe or config file (resumes its run folder)")
+    tr.add_argument("recipe", help="built-in recipe name (see 'affectkit recipes') or YAML file")
+    tr.add_argument("overrides", nargs=argparse.REMAINDER,
+                    help="key=value overrides, e.g. data.root=/data optim.epochs=5")
+    tr.add_argument("--dry-run", action="store_true",
+                    help="check the config and data, print the resolved config, train nothing")
+    tr.add_argument("--no-resume", action="store_true",
+                    help="start fresh even if the run folder has a last.pt")
+    tr.add_argument("--run-dir", help="run folder (default: run.out_dir)")
+    tr.set_defaults(fn=_cmd_train)
     return p
 
 

@@ -1,0 +1,445 @@
+"""The training loop: ``train(cfg)`` runs a config to the end, resumably.
+
+Per run folder (``cfg.run.out_dir``): ``config.yaml`` (the resolved config, git SHA),
+``last.pt`` (everything needed to resume; rewritten atomically every ``checkpoint_every``
+optimiser steps and at every epoch end), ``best.pt`` (weights of the best validation
+epoch by the task's official score), ``metrics.jsonl`` (one line per epoch) and, when the
+``tensorboard`` package is installed, TensorBoard scalars under ``tb/``.
+
+Resume is exact: the training order of epoch ``e`` is a permutation drawn from a
+generator seeded with ``seed + e`` (not from the global RNG), so a checkpoint taken after
+``micro_step`` batches of an epoch resumes by skipping exactly those batches, and every
+RNG (augmentation, dropout, token masking) is restored from the checkpoint. With
+``data.num_workers == 0`` a killed-and-resumed run ends with bitwise the weights of an
+uninterrupted one; with workers the data order is still exact, but the workers'
+augmentation streams restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..config import Config, ConfigError, config_to_dict, dump_config
+from ..io import atomic_write_text
+from ..labels import ABAW_AU
+from ..metrics import au_scores, binarize_au, expr_scores, p_lsd, p_mtl, va_scores
+from ..models.checkpoint import save_checkpoint
+from .build import build_datasets, build_model, build_task, model_labels, open_splits
+from .optim import WarmupCosine, build_optimizer, scaled_lr
+from .state import (
+    TrainState,
+    capture_rng,
+    latest_checkpoint,
+    load_training_checkpoint,
+    restore_rng,
+    save_training_checkpoint,
+    unwrap_model,
+)
+
+log = logging.getLogger(__name__)
+
+METRICS = "metrics.jsonl"
+BEST = "best.pt"
+
+
+class SimulatedKill(KeyboardInterrupt):
+    """Raised by ``train(stop_after_steps=k)`` after optimiser step ``k``, like a kill:
+    nothing beyond what the loop had already written is saved."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The training order of ``epoch``: a permutation seeded by ``seed + epoch`` only."""
+    g = torch.Generator().manual_seed(seed + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+class _Boundary:
+    """Loop position, epoch sums and RNGs right after an optimiser step."""
+
+    def __init__(self, state: TrainState, sums: dict):
+        self.state = TrainState(**vars(state))
+        self.sums = json.loads(json.dumps(sums))
+        self.rng = capture_rng()
+
+
+class _rng_restored:
+    """Run a block with the RNGs set to ``rng`` (for ``save_training_checkpoint``)."""
+
+    def __init__(self, rng: dict):
+        self.rng = rng
+
+    def __enter__(self):
+        self.now = capture_rng()
+        restore_rng(self.rng)
+
+    def __exit__(self, *exc):
+        restore_rng(self.now)
+
+
+RESUME_MAY_CHANGE = ("run.out_dir", "data.root", "data.images", "data.packed")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _check_same_config(saved: dict | None, now: dict, path: Path) -> None:
+    """Refuse to resume ``path`` under another config (the schedule, data order and model
+    would silently mix); where the data lives may change."""
+    if saved is None:
+        return
+    a, b = _flat(saved), _flat(now)
+    diff = [f"{k}: {a.get(k)!r} in the checkpoint, {b.get(k)!r} now"
+            for k in sorted(set(a) | set(b))
+            if k not in RESUME_MAY_CHANGE and a.get(k) != b.get(k)]
+    if diff:
+        raise ConfigError([f"{path} was trained with another config; resume it with the "
+                           "same settings, or start fresh (--no-resume / another "
+                           "run.out_dir):", *diff])
+
+
+def _loader_generator(seed: int, epoch: int, micro_step: int) -> torch.Generator:
+    """A DataLoader's own generator: creating its iterator draws a worker base seed, which
+    from the global RNG would shift every later random number after a resume."""
+    return torch.Generator().manual_seed(hash((seed, epoch, micro_step)) % 2**63)
+
+
+def _amp(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """bf16 / fp16 autocast dtype, or None. Only on CUDA: bf16 on a CPU without native
+    bf16 is many times slower than fp32 (shared/docs/performance-notes.md)."""
+    mode = cfg.run.amp
+    if mode == "off":
+        return None
+    if device.type != "cuda":
+        if mode != "auto":
+            log.warning("run.amp=%s ignored on %s: mixed precision only on CUDA", mode,
+                        device.type)
+        return None
+    if mode == "fp16":
+        return torch.float16
+    return torch.bfloat16
+
+
+class _MetricsLog:
+    """``metrics.jsonl``: appended with fsync; on resume truncated (atomically) to the
+    epochs the checkpoint has finished, so a kill between the two writes cannot duplicate."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def truncate_to(self, epochs_done: int) -> None:
+        if not self.path.exists():
+            return
+        keep = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line)["epoch"] < epochs_done:
+                    keep.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line
+        atomic_write_text(self.path, "".join(k + "\n" for k in keep))
+
+    def append(self, row: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("TensorBoard logging off: the 'tensorboard' package is not installed "
+                    "(pip install tensorboard); metrics.jsonl has every number")
+        return None
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device, non_blocking=True)
+            if k == "image" and channels_last:
+                v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+@torch.no_grad()
+def evaluate(model, loader, cfg: Config, device, amp_dtype, channels_last: bool) -> dict:
+    """Scores over the whole validation set, in order. MTL: VA CCC, EXPR macro F1, AU mean
+    F1 (threshold 0.5 on sigmoid probabilities) and ``p_mtl``; CoTEX: expression F1 and,
+    for the 6 LSD classes, ``p_lsd``. ``score`` is the task's official number."""
+    model.eval()
+    cotex = cfg.model.kind == "cotex"
+    va, expr, au, t_va, t_expr, t_au = [], [], [], [], [], []
+    for batch in loader:
+        batch = _to_device(batch, device, channels_last)
+        ctx = torch.autocast(device.type, amp_dtype) if amp_dtype else nullcontext()
+        with ctx:
+            out = model(batch["image"])
+        expr.append(out["expr_logits"].float().argmax(-1).cpu())
+        t_expr.append(batch["expression"].cpu())
+        if not cotex:
+            va.append(out["va"].float().cpu())
+            au.append(torch.sigmoid(out["au_logits"].float()).cpu())
+            t_va.append(batch["va"].cpu())
+            t_au.append(batch["au"].cpu())
+    model.train()
+    labels = model_labels(cfg)
+    y_true, y_pred = torch.cat(t_expr).numpy(), torch.cat(expr).numpy()
+    scores = expr_scores(y_true, y_pred, labels.classes)
+    if cotex:
+        if labels.name == "lsd":
+            scores["p_lsd"] = p_lsd(y_true, y_pred, len(labels))
+            scores["score"] = scores["p_lsd"]
+        else:
+            scores["score"] = scores["expr_f1"]
+        return scores
+    scores.update(va_scores(torch.cat(t_va).numpy(), torch.cat(va).numpy()))
+    au_true = torch.cat(t_au).numpy().astype(np.int64)
+    scores.update(au_scores(au_true, binarize_au(torch.cat(au).numpy(), 0.5), ABAW_AU.classes))
+    scores["p_mtl"] = p_mtl(scores)
+    scores["score"] = scores["p_mtl"]
+    return scores
+
+
+def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = True,
+          max_steps: int | None = None, stop_after_steps: int | None = None,
+          checkpoint_every: int | None = None, progress: bool = True) -> Path:
+    """Train ``cfg`` to the end (or ``max_steps`` optimiser steps); return the run folder.
+
+    ``resume``: continue from ``run_dir/last.pt`` when there is one. ``checkpoint_every``:
+    also save ``last.pt`` every this many optimiser steps (default ``run.log_every``).
+    ``stop_after_steps``: raise ``SimulatedKill`` after that many optimiser steps of this
+    call, emulating a kill (tests).
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 or (torch.distributed.is_available() and torch.distributed.is_initialized()
+                     and torch.distributed.get_world_size() > 1):
+        raise NotImplementedError("multi-process (DDP) training is not implemented yet; "
+                                  "run one process (WORLD_SIZE=1)")
+    run_dir = Path(run_dir if run_dir is not None else cfg.run.out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    o, r = cfg.optim, cfg.run
+    seed_everything(r.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    train_table, val_table = open_splits(cfg)
+    train_ds, val_ds = build_datasets(cfg, (train_table, val_table))
+    task = build_task(cfg, train_table)
+    if getattr(task, "au_pos_weight", None) is not None:
+        task.au_pos_weight = task.au_pos_weight.to(device)
+    model = build_model(cfg).to(device)
+    is_cnn = not getattr(getattr(model, "backbone", None), "is_vit", True)
+    channels_last = bool(r.channels_last or is_cnn)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    amp_dtype = _amp(cfg, device)
+
+    batches_per_epoch = len(train_ds) // o.batch_size  # drop_last: full batches only
+    steps_per_epoch = batches_per_epoch // o.accum_steps
+    if steps_per_epoch < 1:
+        raise ValueError(f"{len(train_ds)} training images make no optimiser step of "
+                         f"batch_size {o.batch_size} x accum_steps {o.accum_steps}")
+    micro_per_epoch = steps_per_epoch * o.accum_steps
+    total_steps = o.epochs * steps_per_epoch
+    if max_steps is not None:
+        total_steps = min(total_steps, max_steps)
+    peak = scaled_lr(o.base_lr, o.batch_size, o.accum_steps, world)
+    optimizer = build_optimizer(model, peak, o.weight_decay, o.layer_decay, o.betas)
+    scheduler = WarmupCosine(optimizer, peak, min(o.warmup_epochs * steps_per_epoch,
+                                                  o.epochs * steps_per_epoch),
+                             o.epochs * steps_per_epoch, min_lr=min(o.min_lr, peak))
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype is torch.float16 else None
+
+    state = TrainState()
+    sums: dict = {"losses": {}, "batches": 0, "images": 0, "seconds": 0.0}
+    metrics = _MetricsLog(run_dir / METRICS)
+    last = latest_checkpoint(run_dir) if resume else None
+    if last is not None:
+        saved = torch.load(last, map_location="cpu", weights_only=True)
+        _check_same_config(saved.get("config"), config_to_dict(cfg), last)
+        state = load_training_checkpoint(last, model, optimizer, scheduler, scaler)
+        ckpt_extra = saved.get("extra") or {}
+        sums = ckpt_extra.get("epoch_sums", sums)
+        log.info("resuming %s: epoch %d, step %d, batch %d of the epoch", last, state.epoch,
+                 state.step, state.micro_step)
+        metrics.truncate_to(state.epoch)
+    elif (run_dir / METRICS).exists():
+        metrics.truncate_to(0)  # a fresh run in an old folder
+    dump_config(cfg, run_dir / "config.yaml")  # after the resume check: never a wrong one
+    fwd_model = torch.compile(model) if r.compile else model
+    every = checkpoint_every or r.log_every
+    config_dict = config_to_dict(cfg)
+    tb = _tensorboard(run_dir)
+
+    def save_last() -> None:
+        save_training_checkpoint(run_dir / "last.pt", model, optimizer, scheduler, scaler,
+                                 state, config=config_dict, extra={"epoch_sums": sums})
+
+    val_loader = DataLoader(val_ds, batch_size=o.batch_size, shuffle=False, drop_last=False,
+                            num_workers=cfg.data.num_workers,
+                            pin_memory=device.type == "cuda",
+                            generator=_loader_generator(r.seed, -1, 0))
+    steps_this_call = 0
+    last_lr = scheduler.lr_at(max(state.step - 1, 0))
+    # the loop's position at the last optimiser-step boundary, for a Ctrl-C save that
+    # resumes as exactly as a periodic one (a kill mid-batch must not record that batch)
+    boundary = None
+    mask_ratio = cfg.model.mask_ratio if cfg.model.kind != "cotex" else None
+    model.train()
+    bar = None
+    try:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, initial=state.step, unit="step", disable=not progress,
+                   dynamic_ncols=True, file=sys.stderr)
+        while state.epoch < o.epochs:
+            if state.step >= total_steps and state.micro_step < micro_per_epoch:
+                break  # max_steps reached (an epoch whose batches are all done still ends)
+            epoch = state.epoch
+            order = epoch_order(len(train_ds), r.seed, epoch)
+            batches = [order[i * o.batch_size:(i + 1) * o.batch_size]
+                       for i in range(micro_per_epoch)]
+            loader = DataLoader(train_ds, batch_sampler=batches[state.micro_step:],
+                                num_workers=cfg.data.num_workers,
+                                pin_memory=device.type == "cuda",
+                                generator=_loader_generator(r.seed, epoch, state.micro_step))
+            bar.set_description(f"epoch {epoch + 1}/{o.epochs}")
+            t0 = time.perf_counter()
+            for batch in loader:
+                batch = _to_device(batch, device, channels_last)
+                ctx = torch.autocast(device.type, amp_dtype) if amp_dtype else nullcontext()
+                with ctx:
+                    out = (fwd_model(batch["image"]) if mask_ratio is None
+                           else fwd_model(batch["image"], mask_ratio=mask_ratio))
+                    losses = task(out, batch)
+                loss = losses["loss"].float() / o.accum_steps
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step "
+                                             f"{state.step}: {losses}")
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+                for k, v in losses.items():
+                    sums["losses"][k] = sums["losses"].get(k, 0.0) + float(v.detach())
+                sums["batches"] += 1
+                sums["images"] += len(batch["image"])
+                state.micro_step += 1
+                if state.micro_step % o.accum_steps:
+                    continue
+                boundary = None  # weights change from here until the step is counted
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                if o.clip_grad is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_grad)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                lr = last_lr = scheduler.lr_at(state.step)
+                scheduler.step()
+                state.step += 1
+                steps_this_call += 1
+                elapsed = sums["seconds"] + time.perf_counter() - t0
+                ips = sums["images"] / elapsed if elapsed > 0 else 0.0
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(losses['loss'].detach()):.4f}", img_s=f"{ips:.1f}",
+                                lr=f"{lr:.2e}")
+                if tb is not None and state.step % r.log_every == 0:
+                    for k, v in losses.items():
+                        tb.add_scalar(f"train/{k}", float(v.detach()), state.step)
+                    tb.add_scalar("train/lr", lr, state.step)
+                    tb.add_scalar("train/img_per_s", ips, state.step)
+                end_of_epoch = state.micro_step >= micro_per_epoch
+                if not end_of_epoch and state.step % every == 0:
+                    sums["seconds"] += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    save_last()
+                boundary = _Boundary(state, sums)
+                if stop_after_steps is not None and steps_this_call >= stop_after_steps:
+                    raise SimulatedKill(f"stopped after {steps_this_call} steps")
+                if state.step >= total_steps:
+                    break
+            sums["seconds"] += time.perf_counter() - t0
+            if state.micro_step < micro_per_epoch:  # max_steps reached mid-epoch
+                save_last()
+                break
+            # ---- end of epoch: validate, log, checkpoint
+            n = max(sums["batches"], 1)
+            row = {"epoch": epoch, "step": state.step,
+                   "train": {k: v / n for k, v in sums["losses"].items()},
+                   "lr": last_lr,
+                   "img_per_s": sums["images"] / sums["seconds"] if sums["seconds"] else None}
+            if (epoch + 1) % r.eval_every == 0 or epoch + 1 == o.epochs:
+                val = evaluate(model, val_loader, cfg, device, amp_dtype, channels_last)
+                row["val"] = val
+                score = val["score"]
+                if tb is not None:
+                    for k, v in val.items():
+                        if isinstance(v, (int, float)):
+                            tb.add_scalar(f"val/{k}", v, state.step)
+                if state.best_score is None or score > state.best_score:
+                    state.best_score, state.best_epoch = float(score), epoch
+                    save_checkpoint(run_dir / BEST, unwrap_model(model).state_dict(),
+                                    config=config_dict, epoch=epoch, step=state.step,
+                                    metrics={k: v for k, v in val.items()
+                                             if isinstance(v, (int, float))})
+                log.info("epoch %d: %s", epoch, ", ".join(
+                    f"{k} {v:.4f}" for k, v in val.items()
+                    if isinstance(v, float) and k in ("score", "va", "expr_f1", "au_f1"))
+                         )
+            metrics.append(row)
+            state.epoch, state.micro_step = epoch + 1, 0
+            sums = {"losses": {}, "batches": 0, "images": 0, "seconds": 0.0}
+            boundary = None
+            save_last()
+    except SimulatedKill:
+        raise
+    except KeyboardInterrupt:
+        if boundary is not None:  # interrupted inside a step: keep its start
+            state, sums = boundary.state, boundary.sums
+            with _rng_restored(boundary.rng):
+                save_last()
+            log.warning("interrupted: saved %s at epoch %d, step %d; run again to resume",
+                        run_dir / "last.pt", state.epoch, state.step)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        if tb is not None:
+            tb.close()
+    log.info("done: %s (best %s at epoch %s)", run_dir, state.best_score, state.best_epoch)
+    return run_dir
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The rows of a run's ``metrics.jsonl``."""
+    path = Path(run_dir) / METRICS
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
