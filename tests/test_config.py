@@ -18,7 +18,7 @@ from affectkit.config import (
     load_config,
 )
 
-RECIPES = ("emma-mtl", "vit-mtl", "cnn-mtl", "cotex-lsd", "cotex-expr", "demo")
+RECIPES = ("emma-mtl", "vit-mtl", "cnn-mtl", "cotex-lsd", "cotex-expr", "demo", "demo-cnn")
 
 
 def write(path, text):
