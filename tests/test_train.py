@@ -222,3 +222,18 @@ def test_max_steps_stops_mid_epoch(sample, tmp_path):
     run = train(_cfg(sample["root"], tmp_path / "run"), max_steps=3, progress=False)
     state = _torch_load(run / "last.pt")["state"]
     assert (state["epoch"], state["step"], state["micro_step"]) == (0, 3, 3)
+
+
+def test_demo_cnn_learns_the_synthetic_faces(tmp_path):
+    """The quick start's recipe must visibly learn: validation P_MTL of the last epoch well
+    above the first (measured 0.39 -> 0.86 with seed 0 on 2 CPU cores, about 45 s)."""
+    from affectkit.data.sample import write_sample
+
+    root = tmp_path / "sample"
+    write_sample(root, frames_per_video=150, seed=0)
+    cfg = load_config("demo-cnn", [f"data.root={root}", f"run.out_dir={tmp_path / 'run'}"])
+    run = train(cfg, resume=False, progress=False)
+    scores = [m["val"]["p_mtl"] for m in read_metrics(run)]
+    assert len(scores) == cfg.optim.epochs
+    assert scores[-1] > scores[0] + 0.2, scores
+    assert max(scores) > 0.6, scores
