@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .labels import AU_INVALID, EXPR_INVALID, VA_INVALID
+from .labels import AU_INVALID, EXPR_INVALID, va_valid
 
 
 def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -82,7 +82,7 @@ def ccc_loss(va_pred, va_target) -> torch.Tensor:
     Equals the paper's ``1 - (CCC_V + CCC_A)`` up to a constant; it is >= 0 and 0 at perfect
     agreement. CCC needs two rows: with fewer valid rows the loss is a graph-connected 0.
     """
-    valid = ~torch.isclose(va_target, torch.full_like(va_target, VA_INVALID)).any(dim=1)
+    valid = va_valid(va_target)
     pred, target = va_pred[valid], va_target[valid].to(va_pred.dtype)
     if pred.shape[0] < 2:
         return pred.sum() * 0

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .io import atomic_write_json
-from .labels import AU_INVALID, EXPR_INVALID, VA_INVALID, canonical_au
+from .labels import AU_INVALID, EXPR_INVALID, canonical_au, va_valid
 
 DEFAULT_AU_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
@@ -45,7 +45,7 @@ def va_scores(truth, pred) -> dict:
     pred = np.asarray(pred, dtype=np.float64).reshape(-1, 2)
     if truth.shape != pred.shape:
         raise ValueError(f"va_scores: shapes differ {truth.shape} vs {pred.shape}")
-    valid = ~np.isclose(truth, VA_INVALID).any(axis=1)
+    valid = va_valid(truth)
     cv = ccc(truth[valid, 0], pred[valid, 0])
     ca = ccc(truth[valid, 1], pred[valid, 1])
     return {"ccc_valence": cv, "ccc_arousal": ca, "va": (cv + ca) / 2, "va_count": int(valid.sum())}

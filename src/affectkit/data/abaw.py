@@ -14,7 +14,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..labels import ABAW_AU, ABAW_EXPR, AU_INVALID, EXPR_INVALID, LSD, VA_INVALID, canonical_au
+from ..labels import (
+    ABAW_AU,
+    ABAW_EXPR,
+    AU_INVALID,
+    EXPR_INVALID,
+    LSD,
+    VA_INVALID,
+    au_valid,
+    canonical_au,
+    expr_valid,
+    va_valid,
+)
 from .errors import DataError
 from .folders import read_class_folders
 from .parse import check_int, check_va, read_lines, split_rows, to_float
@@ -223,7 +234,7 @@ def read_per_video(annotation_root: str | os.PathLike, image_root: str | os.Path
             inside = frames <= len(values)
             target = {"VA": va, "EXPR": expr, "AU": au}[task]
             target[inside] = values[frames[inside] - 1]
-        labelled = ((va != VA_INVALID).all(1) | (expr >= 0) | (au >= 0).any(1))
+        labelled = va_valid(va) | expr_valid(expr) | au_valid(au).any(1)
         if not keep_unlabelled:
             skipped["frames with no valid label"] += int((~labelled).sum())
             frames, va, expr, au = frames[labelled], va[labelled], expr[labelled], au[labelled]
