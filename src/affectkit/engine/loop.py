@@ -42,6 +42,7 @@ from .state import (
     capture_rng,
     latest_checkpoint,
     load_training_checkpoint,
+    read_training_checkpoint,
     restore_rng,
     save_training_checkpoint,
     unwrap_model,
@@ -278,14 +279,15 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
                              o.epochs * steps_per_epoch, min_lr=min(o.min_lr, peak))
     scaler = torch.amp.GradScaler("cuda") if amp_dtype is torch.float16 else None
 
+    config_dict = config_to_dict(cfg)
     state = TrainState()
     sums: dict = {"losses": {}, "batches": 0, "images": 0, "seconds": 0.0}
     metrics = _MetricsLog(run_dir / METRICS)
     last = latest_checkpoint(run_dir) if resume else None
     if last is not None:
-        saved = torch.load(last, map_location="cpu", weights_only=True)
-        _check_same_config(saved.get("config"), config_to_dict(cfg), last)
-        state = load_training_checkpoint(last, model, optimizer, scheduler, scaler)
+        saved = read_training_checkpoint(last)
+        _check_same_config(saved.get("config"), config_dict, last)
+        state = load_training_checkpoint(last, model, optimizer, scheduler, scaler, ckpt=saved)
         ckpt_extra = saved.get("extra") or {}
         sums = ckpt_extra.get("epoch_sums", sums)
         log.info("resuming %s: epoch %d, step %d, batch %d of the epoch", last, state.epoch,
@@ -296,7 +298,6 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
     dump_config(cfg, run_dir / "config.yaml")  # after the resume check: never a wrong one
     fwd_model = torch.compile(model) if r.compile else model
     every = checkpoint_every or r.log_every
-    config_dict = config_to_dict(cfg)
     tb = _tensorboard(run_dir)
 
     def save_last() -> None:

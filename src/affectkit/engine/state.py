@@ -123,18 +123,29 @@ def save_training_checkpoint(path: str | os.PathLike, model: nn.Module,
         config=config, extra=extra, format=FORMAT)
 
 
-def load_training_checkpoint(path: str | os.PathLike, model: nn.Module,
-                             optimizer: torch.optim.Optimizer | None = None, scheduler=None,
-                             scaler=None, restore_rng_state: bool = True) -> TrainState:
-    """Load what ``save_training_checkpoint`` wrote into the objects given, restore the RNGs
-    and return the ``TrainState``. ``ValueError`` naming ``path`` for a file that is not an
-    affectkit training checkpoint (wrong format, corrupt, truncated, pickled objects)."""
+def read_training_checkpoint(path: str | os.PathLike) -> dict:
+    """The dict ``save_training_checkpoint`` wrote (``weights_only``). ``ValueError`` naming
+    ``path`` for a file that is not an affectkit training checkpoint (wrong format,
+    corrupt, truncated, pickled objects)."""
     path = Path(path)
     ckpt = _torch_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path} is not an affectkit training checkpoint "
                          f"(format {found!r}, expected {FORMAT!r})")
+    return ckpt
+
+
+def load_training_checkpoint(path: str | os.PathLike, model: nn.Module,
+                             optimizer: torch.optim.Optimizer | None = None, scheduler=None,
+                             scaler=None, restore_rng_state: bool = True,
+                             ckpt: dict | None = None) -> TrainState:
+    """Load what ``save_training_checkpoint`` wrote into the objects given, restore the RNGs
+    and return the ``TrainState``. ``ckpt``: the file's dict when the caller has already
+    read it with ``read_training_checkpoint`` (``path`` then only names it in errors)."""
+    path = Path(path)
+    if ckpt is None:
+        ckpt = read_training_checkpoint(path)
     try:
         unwrap_model(model).load_state_dict(ckpt["model"])
         if optimizer is not None:
