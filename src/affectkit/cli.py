@@ -125,7 +125,8 @@ def _cmd_train(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        run_dir = train(cfg, run_dir=args.run_dir, resume=resume)
+        run_dir = train(cfg, run_dir=args.run_dir, resume=resume,
+                        tables=(train_table, val_table))
     except ConfigError as e:
         print("error: " + "\n  ".join(e.problems), file=sys.stderr)
         return 2

@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import Config, ConfigError, config_to_dict, dump_config
+from ..data.table import FaceTable
 from ..io import atomic_write_text
 from ..labels import ABAW_AU
 from ..metrics import au_scores, binarize_au, expr_scores, p_lsd, p_mtl, va_scores
@@ -232,13 +233,15 @@ def evaluate(model, loader, cfg: Config, device, amp_dtype, channels_last: bool)
 
 def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = True,
           max_steps: int | None = None, stop_after_steps: int | None = None,
-          checkpoint_every: int | None = None, progress: bool = True) -> Path:
+          checkpoint_every: int | None = None, progress: bool = True,
+          tables: tuple[FaceTable, FaceTable] | None = None) -> Path:
     """Train ``cfg`` to the end (or ``max_steps`` optimiser steps); return the run folder.
 
     ``resume``: continue from ``run_dir/last.pt`` when there is one. ``checkpoint_every``:
     also save ``last.pt`` every this many optimiser steps (default ``run.log_every``).
     ``stop_after_steps``: raise ``SimulatedKill`` after that many optimiser steps of this
-    call, emulating a kill (tests).
+    call, emulating a kill (tests). ``tables``: the (train, val) tables of
+    ``open_splits(cfg)`` when the caller has already opened them (the CLI validates first).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 or (torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -251,7 +254,7 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
     seed_everything(r.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    train_table, val_table = open_splits(cfg)
+    train_table, val_table = tables if tables is not None else open_splits(cfg)
     train_ds, val_ds = build_datasets(cfg, (train_table, val_table))
     task = build_task(cfg, train_table)
     if getattr(task, "au_pos_weight", None) is not None:
