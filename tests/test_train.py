@@ -140,12 +140,12 @@ def test_cli_train_runs(sample, tmp_path, capsys):
 def test_ctrl_c_saves_and_resumes_exactly(sample, tmp_path, monkeypatch):
     """A KeyboardInterrupt in the middle of a batch saves last.pt at the last optimiser
     step (not a torn one), and resuming from it matches an uninterrupted run."""
-    import affectkit.engine.loop as loop
+    import affectkit.engine.build as build
 
     no_periodic = "run.log_every=100"
     ref = train(_cfg(sample["root"], tmp_path / "ref", no_periodic), progress=False)
     run = tmp_path / "run"
-    real_build_task = loop.build_task
+    real_build_task = build.build_task
     calls = {"n": 0}
 
     def interrupting_task(cfg, table):
@@ -158,12 +158,12 @@ def test_ctrl_c_saves_and_resumes_exactly(sample, tmp_path, monkeypatch):
             return task(outputs, batch)
         return call
 
-    monkeypatch.setattr(loop, "build_task", interrupting_task)
+    monkeypatch.setattr(build, "build_task", interrupting_task)
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(sample["root"], run, no_periodic), progress=False)
     state = _torch_load(run / "last.pt")["state"]
     assert (state["epoch"], state["step"], state["micro_step"]) == (1, 6, 1)
-    monkeypatch.setattr(loop, "build_task", real_build_task)
+    monkeypatch.setattr(build, "build_task", real_build_task)
     train(_cfg(sample["root"], run, no_periodic), progress=False)
     a, b = _weights(ref), _weights(run)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -201,17 +201,17 @@ def test_interrupt_during_last_validation_still_logs_it(sample, tmp_path, monkey
 
     run = tmp_path / "run"
     cfg = _cfg(sample["root"], run, "optim.epochs=1", "optim.warmup_epochs=0")
-    real_evaluate = loop.evaluate
+    real_infer = loop.infer
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop, "evaluate", interrupted)
+    monkeypatch.setattr(loop, "infer", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, progress=False)
     state = _torch_load(run / "last.pt")["state"]
     assert (state["epoch"], state["step"], state["micro_step"]) == (0, 5, 5)
-    monkeypatch.setattr(loop, "evaluate", real_evaluate)
+    monkeypatch.setattr(loop, "infer", real_infer)
     train(cfg, progress=False)
     rows = read_metrics(run)
     assert [r["epoch"] for r in rows] == [0] and "p_mtl" in rows[0]["val"]

@@ -9,6 +9,7 @@ picks the train and validation splits by name.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 from torch import nn
@@ -26,6 +27,8 @@ from ..models.cotex import MaskedCoTEX
 from ..models.dan import ExpressionBranch
 from ..models.emma import EMMA
 from ..tasks import CoTEXTask, MTLTask
+from .evaluation import collect_predictions, score_predictions
+from .job import Job
 
 log = logging.getLogger(__name__)
 
@@ -159,3 +162,20 @@ def build_datasets(cfg: Config, tables: tuple[FaceTable, FaceTable] | None = Non
     if len(val_ds) == 0:
         raise DataError(d.root, None, f"split {d.val_split!r} has no images")
     return train_ds, val_ds
+
+
+def build_job(cfg: Config, tables: tuple[FaceTable, FaceTable] | None = None) -> Job:
+    """Everything ``engine.loop.train`` runs for ``cfg``: model, task, datasets, scoring.
+    MAE pretraining (``model.kind: mae``) is built by ``engine.pretrain``."""
+    train_table, val_table = tables if tables is not None else open_splits(cfg)
+    if cfg.model.kind == "mae":
+        from .pretrain import build_mae_job
+
+        return build_mae_job(cfg, (train_table, val_table))
+    train_ds, val_ds = build_datasets(cfg, (train_table, val_table))
+    cotex = cfg.model.kind == "cotex"
+    return Job(model=build_model(cfg), task=build_task(cfg, train_table),
+               train_ds=train_ds, val_ds=val_ds, collect=collect_predictions,
+               score=partial(score_predictions, labels=model_labels(cfg)),
+               forward_kwargs={} if cotex or not cfg.model.mask_ratio
+               else {"mask_ratio": cfg.model.mask_ratio})

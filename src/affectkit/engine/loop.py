@@ -28,15 +28,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
 from ..config import Config, ConfigError, config_to_dict, dump_config
 from ..data.table import FaceTable
 from ..io import atomic_write_text
-from ..labels import ABAW_AU
-from ..metrics import au_scores, binarize_au, expr_scores, p_lsd, p_mtl, va_scores
 from ..models.checkpoint import save_checkpoint
-from .build import build_datasets, build_model, build_task, model_labels, open_splits
+from . import dist
+from .build import build_job, open_splits
+from .evaluation import infer, to_device
 from .optim import WarmupCosine, build_optimizer, scaled_lr
 from .state import (
     TrainState,
@@ -46,7 +47,6 @@ from .state import (
     read_training_checkpoint,
     restore_rng,
     save_training_checkpoint,
-    unwrap_model,
 )
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The training order of ``epoch``: a permutation seeded by ``seed + epoch`` only."""
-    g = torch.Generator().manual_seed(seed + epoch)
-    return torch.randperm(n, generator=g).tolist()
+def epoch_order(n: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1
+                ) -> list[int]:
+    """This rank's training order in ``epoch``: ``DistributedSampler`` (shuffled, seeded by
+    ``seed + epoch`` only, ``drop_last``), so it can be recomputed on resume. With one
+    process it is a permutation of all ``n`` samples."""
+    sampler = DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=True,
+                                 seed=seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    return list(sampler)
 
 
 class _Boundary:
@@ -181,56 +186,6 @@ def _tensorboard(run_dir: Path):
     return SummaryWriter(str(run_dir / "tb"))
 
 
-def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
-            v = v.to(device, non_blocking=True)
-            if k == "image" and channels_last:
-                v = v.contiguous(memory_format=torch.channels_last)
-        out[k] = v
-    return out
-
-
-@torch.no_grad()
-def evaluate(model, loader, cfg: Config, device, amp_dtype, channels_last: bool) -> dict:
-    """Scores over the whole validation set, in order. MTL: VA CCC, EXPR macro F1, AU mean
-    F1 (threshold 0.5 on sigmoid probabilities) and ``p_mtl``; CoTEX: expression F1 and,
-    for the 6 LSD classes, ``p_lsd``. ``score`` is the task's official number."""
-    model.eval()
-    cotex = cfg.model.kind == "cotex"
-    va, expr, au, t_va, t_expr, t_au = [], [], [], [], [], []
-    for batch in loader:
-        batch = _to_device(batch, device, channels_last)
-        ctx = torch.autocast(device.type, amp_dtype) if amp_dtype else nullcontext()
-        with ctx:
-            out = model(batch["image"])
-        expr.append(out["expr_logits"].float().argmax(-1).cpu())
-        t_expr.append(batch["expression"].cpu())
-        if not cotex:
-            va.append(out["va"].float().cpu())
-            au.append(torch.sigmoid(out["au_logits"].float()).cpu())
-            t_va.append(batch["va"].cpu())
-            t_au.append(batch["au"].cpu())
-    model.train()
-    labels = model_labels(cfg)
-    y_true, y_pred = torch.cat(t_expr).numpy(), torch.cat(expr).numpy()
-    scores = expr_scores(y_true, y_pred, labels.classes)
-    if cotex:
-        if labels.name == "lsd":
-            scores["p_lsd"] = p_lsd(y_true, y_pred, len(labels))
-            scores["score"] = scores["p_lsd"]
-        else:
-            scores["score"] = scores["expr_f1"]
-        return scores
-    scores.update(va_scores(torch.cat(t_va).numpy(), torch.cat(va).numpy()))
-    au_true = torch.cat(t_au).numpy().astype(np.int64)
-    scores.update(au_scores(au_true, binarize_au(torch.cat(au).numpy(), 0.5), ABAW_AU.classes))
-    scores["p_mtl"] = p_mtl(scores)
-    scores["score"] = scores["p_mtl"]
-    return scores
-
-
 def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = True,
           max_steps: int | None = None, stop_after_steps: int | None = None,
           checkpoint_every: int | None = None, progress: bool = True,
@@ -242,35 +197,37 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
     ``stop_after_steps``: raise ``SimulatedKill`` after that many optimiser steps of this
     call, emulating a kill (tests). ``tables``: the (train, val) tables of
     ``open_splits(cfg)`` when the caller has already opened them (the CLI validates first).
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 or (torch.distributed.is_available() and torch.distributed.is_initialized()
-                     and torch.distributed.get_world_size() > 1):
-        raise NotImplementedError("multi-process (DDP) training is not implemented yet; "
-                                  "run one process (WORLD_SIZE=1)")
-    run_dir = Path(run_dir if run_dir is not None else cfg.run.out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    o, r = cfg.optim, cfg.run
-    seed_everything(r.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    train_table, val_table = tables if tables is not None else open_splits(cfg)
-    train_ds, val_ds = build_datasets(cfg, (train_table, val_table))
-    task = build_task(cfg, train_table)
-    if getattr(task, "au_pos_weight", None) is not None:
+    Under ``torchrun`` every process runs this: each trains on its ``DistributedSampler``
+    share with ``optim.batch_size`` images per step, gradients are averaged by DDP,
+    validation covers the exact validation set, and rank 0 alone writes the run folder.
+    """
+    info = dist.init_distributed()
+    rank, world, main = info.rank, info.world_size, info.is_main
+    run_dir = Path(run_dir if run_dir is not None else cfg.run.out_dir)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    o, r = cfg.optim, cfg.run
+    seed_everything(r.seed + rank)  # DDP broadcasts rank 0's initial weights
+    device = dist.device_for(info)
+
+    job = build_job(cfg, tables if tables is not None else open_splits(cfg))
+    task, model = job.task, job.model
+    if isinstance(getattr(task, "au_pos_weight", None), torch.Tensor):
         task.au_pos_weight = task.au_pos_weight.to(device)
-    model = build_model(cfg).to(device)
+    model = model.to(device)
     is_cnn = not getattr(getattr(model, "backbone", None), "is_vit", True)
     channels_last = bool(r.channels_last or is_cnn)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     amp_dtype = _amp(cfg, device)
 
-    batches_per_epoch = len(train_ds) // o.batch_size  # drop_last: full batches only
-    steps_per_epoch = batches_per_epoch // o.accum_steps
+    per_rank = len(epoch_order(len(job.train_ds), r.seed, 0, rank, world))
+    steps_per_epoch = per_rank // o.batch_size // o.accum_steps  # full batches only
     if steps_per_epoch < 1:
-        raise ValueError(f"{len(train_ds)} training images make no optimiser step of "
-                         f"batch_size {o.batch_size} x accum_steps {o.accum_steps}")
+        raise ValueError(f"{len(job.train_ds)} training images make no optimiser step of "
+                         f"batch_size {o.batch_size} x accum_steps {o.accum_steps} x "
+                         f"{world} process(es)")
     micro_per_epoch = steps_per_epoch * o.accum_steps
     total_steps = o.epochs * steps_per_epoch
     if max_steps is not None:
@@ -293,68 +250,82 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
         state = load_training_checkpoint(last, model, optimizer, scheduler, scaler, ckpt=saved)
         ckpt_extra = saved.get("extra") or {}
         sums = ckpt_extra.get("epoch_sums", sums)
-        log.info("resuming %s: epoch %d, step %d, batch %d of the epoch", last, state.epoch,
-                 state.step, state.micro_step)
-        metrics.truncate_to(state.epoch)
-    elif (run_dir / METRICS).exists():
+        rank_rng = ckpt_extra.get("rank_rng")
+        if world > 1:
+            if rank_rng is not None and len(rank_rng) == world:
+                restore_rng(rank_rng[rank])
+            else:
+                log.warning("%s was saved by another number of processes: this rank's "
+                            "random streams restart", last)
+        if main:
+            log.info("resuming %s: epoch %d, step %d, batch %d of the epoch", last,
+                     state.epoch, state.step, state.micro_step)
+            metrics.truncate_to(state.epoch)
+    elif main and (run_dir / METRICS).exists():
         metrics.truncate_to(0)  # a fresh run in an old folder
-    dump_config(cfg, run_dir / "config.yaml")  # after the resume check: never a wrong one
-    fwd_model = torch.compile(model) if r.compile else model
+    if main:
+        dump_config(cfg, run_dir / "config.yaml")  # after the resume check: never a wrong one
+    ddp_model = model
+    if world > 1:
+        ddp_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    fwd_model = torch.compile(ddp_model) if r.compile else ddp_model
     every = checkpoint_every or r.log_every
-    tb = _tensorboard(run_dir)
+    tb = _tensorboard(run_dir) if main else None
 
     def save_last() -> None:
-        save_training_checkpoint(run_dir / "last.pt", model, optimizer, scheduler, scaler,
-                                 state, config=config_dict, extra={"epoch_sums": sums})
+        extra = {"epoch_sums": sums}
+        if world > 1:  # every rank's RNG, so that each resumes its own streams
+            extra["rank_rng"] = dist.gather_objects(capture_rng())
+        if main:
+            save_training_checkpoint(run_dir / "last.pt", model, optimizer, scheduler, scaler,
+                                     state, config=config_dict, extra=extra)
 
-    val_loader = DataLoader(val_ds, batch_size=o.batch_size, shuffle=False, drop_last=False,
-                            num_workers=cfg.data.num_workers,
-                            pin_memory=device.type == "cuda",
-                            generator=_loader_generator(r.seed, -1, 0))
     steps_this_call = 0
     last_lr = scheduler.lr_at(max(state.step - 1, 0))
     # the loop's position at the last optimiser-step boundary, for a Ctrl-C save that
     # resumes as exactly as a periodic one (a kill mid-batch must not record that batch)
     boundary = None
-    mask_ratio = cfg.model.mask_ratio if cfg.model.kind != "cotex" else None
     model.train()
     bar = None
     try:
         from tqdm import tqdm
 
-        bar = tqdm(total=total_steps, initial=state.step, unit="step", disable=not progress,
-                   dynamic_ncols=True, file=sys.stderr)
+        bar = tqdm(total=total_steps, initial=state.step, unit="step",
+                   disable=not (progress and main), dynamic_ncols=True, file=sys.stderr)
         while state.epoch < o.epochs:
             if state.step >= total_steps and state.micro_step < micro_per_epoch:
                 break  # max_steps reached (an epoch whose batches are all done still ends)
             epoch = state.epoch
-            order = epoch_order(len(train_ds), r.seed, epoch)
+            order = epoch_order(len(job.train_ds), r.seed, epoch, rank, world)
             batches = [order[i * o.batch_size:(i + 1) * o.batch_size]
                        for i in range(micro_per_epoch)]
-            loader = DataLoader(train_ds, batch_sampler=batches[state.micro_step:],
+            loader = DataLoader(job.train_ds, batch_sampler=batches[state.micro_step:],
                                 num_workers=cfg.data.num_workers,
                                 pin_memory=device.type == "cuda",
                                 generator=_loader_generator(r.seed, epoch, state.micro_step))
             bar.set_description(f"epoch {epoch + 1}/{o.epochs}")
             t0 = time.perf_counter()
             for batch in loader:
-                batch = _to_device(batch, device, channels_last)
+                batch = to_device(batch, device, channels_last)
+                syncs = (state.micro_step + 1) % o.accum_steps == 0
+                sync = nullcontext() if syncs or world == 1 else ddp_model.no_sync()
                 ctx = torch.autocast(device.type, amp_dtype) if amp_dtype else nullcontext()
-                with ctx:
-                    out = (fwd_model(batch["image"]) if mask_ratio is None
-                           else fwd_model(batch["image"], mask_ratio=mask_ratio))
-                    losses = task(out, batch)
-                loss = losses["loss"].float() / o.accum_steps
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step "
-                                             f"{state.step}: {losses}")
-                (scaler.scale(loss) if scaler is not None else loss).backward()
+                with sync:
+                    with ctx:
+                        out = fwd_model(batch["image"], **job.forward_kwargs)
+                        losses = task(out, batch)
+                    loss = losses["loss"].float() / o.accum_steps
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, "
+                                                 f"step {state.step}: {losses}")
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
                 for k, v in losses.items():
                     sums["losses"][k] = sums["losses"].get(k, 0.0) + float(v.detach())
                 sums["batches"] += 1
                 sums["images"] += len(batch["image"])
                 state.micro_step += 1
-                if state.micro_step % o.accum_steps:
+                if not syncs:
                     continue
                 boundary = None  # weights change from here until the step is counted
                 if scaler is not None:
@@ -372,7 +343,7 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
                 state.step += 1
                 steps_this_call += 1
                 elapsed = sums["seconds"] + time.perf_counter() - t0
-                ips = sums["images"] / elapsed if elapsed > 0 else 0.0
+                ips = world * sums["images"] / elapsed if elapsed > 0 else 0.0
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(losses['loss'].detach()):.4f}", img_s=f"{ips:.1f}",
                                 lr=f"{lr:.2e}")
@@ -386,7 +357,7 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
                     sums["seconds"] += time.perf_counter() - t0
                     t0 = time.perf_counter()
                     save_last()
-                boundary = _Boundary(state, sums)
+                boundary = _Boundary(state, sums) if world == 1 else None
                 if stop_after_steps is not None and steps_this_call >= stop_after_steps:
                     raise SimulatedKill(f"stopped after {steps_this_call} steps")
                 if state.step >= total_steps:
@@ -396,30 +367,33 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
                 save_last()
                 break
             # ---- end of epoch: validate, log, checkpoint
-            n = max(sums["batches"], 1)
-            row = {"epoch": epoch, "step": state.step,
-                   "train": {k: v / n for k, v in sums["losses"].items()},
-                   "lr": last_lr,
-                   "img_per_s": sums["images"] / sums["seconds"] if sums["seconds"] else None}
-            if (epoch + 1) % r.eval_every == 0 or epoch + 1 == o.epochs:
-                val = evaluate(model, val_loader, cfg, device, amp_dtype, channels_last)
+            row = _epoch_row(epoch, state.step, last_lr, sums, world)
+            validate = job.val_ds is not None and (
+                (epoch + 1) % r.eval_every == 0 or epoch + 1 == o.epochs)
+            if validate:
+                arrays = infer(model, job.val_ds, job.collect, batch_size=o.batch_size,
+                               num_workers=cfg.data.num_workers, device=device,
+                               amp_dtype=amp_dtype, channels_last=channels_last)
+                val = job.score(arrays)
                 row["val"] = val
                 score = val["score"]
+                numbers = {k: v for k, v in val.items() if isinstance(v, (int, float))}
                 if tb is not None:
-                    for k, v in val.items():
-                        if isinstance(v, (int, float)):
-                            tb.add_scalar(f"val/{k}", v, state.step)
+                    for k, v in numbers.items():
+                        tb.add_scalar(f"val/{k}", v, state.step)
                 if state.best_score is None or score > state.best_score:
                     state.best_score, state.best_epoch = float(score), epoch
-                    save_checkpoint(run_dir / BEST, unwrap_model(model).state_dict(),
-                                    config=config_dict, epoch=epoch, step=state.step,
-                                    metrics={k: v for k, v in val.items()
-                                             if isinstance(v, (int, float))})
-                log.info("epoch %d: %s", epoch, ", ".join(
-                    f"{k} {v:.4f}" for k, v in val.items()
-                    if isinstance(v, float) and k in ("score", "va", "expr_f1", "au_f1"))
-                         )
-            metrics.append(row)
+                    if main:
+                        save_checkpoint(run_dir / BEST, model.state_dict(), config=config_dict,
+                                        epoch=epoch, step=state.step, metrics=numbers)
+                if main:
+                    log.info("epoch %d: %s", epoch, ", ".join(
+                        f"{k} {v:.4f}" for k, v in numbers.items()
+                        if k in ("score", "va", "expr_f1", "au_f1", "recon_loss")))
+                    if job.on_epoch_end is not None:
+                        job.on_epoch_end(model, run_dir, epoch, val)
+            if main:
+                metrics.append(row)
             state.epoch, state.micro_step = epoch + 1, 0
             sums = {"losses": {}, "batches": 0, "images": 0, "seconds": 0.0}
             boundary = None
@@ -439,8 +413,22 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
             bar.close()
         if tb is not None:
             tb.close()
-    log.info("done: %s (best %s at epoch %s)", run_dir, state.best_score, state.best_epoch)
+    if main:
+        log.info("done: %s (best %s at epoch %s)", run_dir, state.best_score, state.best_epoch)
+    dist.barrier()  # rank 0's files are complete before any rank returns
     return run_dir
+
+
+def _epoch_row(epoch: int, step: int, lr: float, sums: dict, world: int) -> dict:
+    """One ``metrics.jsonl`` row: mean training losses over every rank's batches."""
+    names = sorted(sums["losses"])
+    totals = dist.all_reduce_sum([sums["losses"][k] for k in names]
+                                 + [sums["batches"], sums["images"]])
+    n = max(totals[-2], 1)
+    return {"epoch": epoch, "step": step,
+            "train": {k: v / n for k, v in zip(names, totals[:-2])}, "lr": lr,
+            "img_per_s": totals[-1] / sums["seconds"] if sums["seconds"] else None,
+            "world_size": world}
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:

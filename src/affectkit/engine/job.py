@@ -1,0 +1,36 @@
+"""What the training loop needs besides the config: a ``Job``.
+
+``engine.loop.train`` is one loop for every kind of run (multi-task fine-tuning, masked
+CoTEX, MAE pretraining). ``engine.build.build_job`` turns a config into a ``Job``; the
+loop adds everything that is the same for all of them: optimiser and schedule, AMP,
+accumulation, DDP, checkpoints and exact resume, logging.
+
+Validation is split in two so that it can run sharded over DDP ranks: ``collect`` turns
+one batch's outputs into per-sample tensors (first dimension = batch), the loop gathers
+them from every rank in dataset order, and ``score`` turns the whole-set arrays into
+scores, ``score`` being the number to maximise (best checkpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+
+@dataclass
+class Job:
+    model: nn.Module  # forward(images, **forward_kwargs) -> dict of named outputs
+    task: Callable[[dict, dict], dict[str, torch.Tensor]]  # -> named losses incl. "loss"
+    train_ds: Dataset  # items: dicts with "image" (3, H, W) float and "index" (int)
+    val_ds: Dataset | None
+    collect: Callable[[dict, dict], dict[str, torch.Tensor]]  # (outputs, batch) -> per sample
+    score: Callable[[dict[str, np.ndarray]], dict]  # whole-set arrays -> {"score": ..., ...}
+    forward_kwargs: dict = field(default_factory=dict)  # training-mode forward extras
+    # called on the main rank after each validated epoch: (model, run_dir, epoch, scores)
+    on_epoch_end: Callable[[nn.Module, Path, int, dict], None] | None = None
