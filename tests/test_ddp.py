@@ -97,3 +97,44 @@ def test_two_gloo_processes_validate_like_one(sample, tmp_path):
                                   batch_size=4), labels=model_labels(cfg))
     for key in ("va", "ccc_valence", "ccc_arousal", "expr_f1", "au_f1", "p_mtl"):
         assert rows[-1]["val"][key] == pytest.approx(one[key], abs=1e-6), key
+
+
+_STOPPABLE = """
+import sys
+from affectkit.config import load_config
+from affectkit.engine.loop import SimulatedKill, train
+
+stop = int(sys.argv[1])
+try:
+    train(load_config("demo", sys.argv[2:]), progress=False, checkpoint_every=1,
+          stop_after_steps=stop if stop > 0 else None)
+except SimulatedKill:
+    sys.exit(3)
+"""
+
+
+def test_killed_two_process_run_resumes_bitwise(sample, tmp_path):
+    """A 2-process run killed after 3 steps and started again ends with exactly the
+    weights of an uninterrupted 2-process run (every rank's RNG comes back from last.pt)."""
+    script = tmp_path / "stoppable.py"
+    script.write_text(_STOPPABLE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def torchrun(run, stop):
+        overrides = [f"data.root={sample['root']}", f"run.out_dir={run}", "optim.epochs=2",
+                     "optim.batch_size=4", "data.img_size=32", "data.resize=34"]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node=2", str(script), str(stop), *overrides]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+
+    ref = torchrun(tmp_path / "ref", 0)
+    assert ref.returncode == 0, ref.stderr[-4000:]
+    killed = torchrun(tmp_path / "run", 3)
+    assert killed.returncode != 0
+    assert _torch_load(tmp_path / "run" / "last.pt")["state"]["step"] == 3
+    resumed = torchrun(tmp_path / "run", 0)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    a = _torch_load(tmp_path / "ref" / "last.pt")["model"]
+    b = _torch_load(tmp_path / "run" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["epoch"] for r in read_metrics(tmp_path / "run")] == [0, 1]

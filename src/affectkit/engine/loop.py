@@ -1,18 +1,24 @@
-"""The training loop: ``train(cfg)`` runs a config to the end, resumably.
+"""The training loop: ``train(cfg)`` runs a config to the end, resumably, in one process or
+under ``torchrun`` (DDP).
+
+What is trained comes from ``build_job(cfg)`` (model, task, datasets, scoring); the loop
+adds what every run shares: AdamW with layer decay, warm-up + cosine per step, gradient
+accumulation and clipping, AMP, channels-last, ``torch.compile``, DDP, checkpoints,
+logging.
 
 Per run folder (``cfg.run.out_dir``): ``config.yaml`` (the resolved config, git SHA),
 ``last.pt`` (everything needed to resume; rewritten atomically every ``checkpoint_every``
 optimiser steps and at every epoch end), ``best.pt`` (weights of the best validation
-epoch by the task's official score), ``metrics.jsonl`` (one line per epoch) and, when the
-``tensorboard`` package is installed, TensorBoard scalars under ``tb/``.
+epoch by the task's official score), ``metrics.jsonl`` (one line per epoch) and
+TensorBoard scalars under ``tb/``.
 
-Resume is exact: the training order of epoch ``e`` is a permutation drawn from a
-generator seeded with ``seed + e`` (not from the global RNG), so a checkpoint taken after
-``micro_step`` batches of an epoch resumes by skipping exactly those batches, and every
-RNG (augmentation, dropout, token masking) is restored from the checkpoint. With
-``data.num_workers == 0`` a killed-and-resumed run ends with bitwise the weights of an
-uninterrupted one; with workers the data order is still exact, but the workers'
-augmentation streams restart.
+Resume is exact: the training order of epoch ``e`` is ``DistributedSampler``'s, seeded
+with ``seed + e`` (not from the global RNG), so a checkpoint taken after ``micro_step``
+batches of an epoch resumes by skipping exactly those batches, and every RNG
+(augmentation, dropout, token masking; each rank's own) is restored from the checkpoint.
+With ``data.num_workers == 0`` a killed-and-resumed run ends with bitwise the weights of
+an uninterrupted one (tested with 1 and 2 processes); with workers the data order is
+still exact, but the workers' augmentation streams restart.
 """
 
 from __future__ import annotations
