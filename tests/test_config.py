@@ -18,7 +18,8 @@ from affectkit.config import (
     load_config,
 )
 
-RECIPES = ("emma-mtl", "vit-mtl", "cnn-mtl", "cotex-lsd", "cotex-expr", "demo", "demo-cnn")
+RECIPES = ("emma-mtl", "vit-mtl", "cnn-mtl", "cotex-lsd", "cotex-expr", "demo", "demo-cnn",
+           "mae-face", "mae-face-tiny")
 
 
 def write(path, text):

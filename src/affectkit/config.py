@@ -36,7 +36,7 @@ RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 MISSING = "???"  # a value a recipe requires the user to set (checked by ``check_paths``)
 META_KEYS = ("base", "recipe", "git_sha", "affectkit_version")  # top-level, not sections
 
-Layout = Literal["auto", "mtl", "per-video", "lsd", "csv", "folders"]  # data.discover.LAYOUTS
+Layout = Literal["auto", "mtl", "per-video", "lsd", "csv", "folders", "images"]  # discover.LAYOUTS
 
 
 class ConfigError(ValueError):
@@ -65,11 +65,12 @@ class DataConfig:
     packed: str | None = None  # a pack_images() file to read images from instead of JPEGs
     num_workers: int = 8
     missing: Literal["error", "skip"] = "error"  # listed images absent on disk
+    corrupt: Literal["error", "skip"] = "error"  # MAE: images that do not decode (checked first)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: Literal["emma", "vit-mtl", "cnn-mtl", "cotex"] = "emma"
+    kind: Literal["emma", "vit-mtl", "cnn-mtl", "cotex", "mae"] = "emma"  # mae: pretraining
     backbone: str = "vit_base_patch16_224"  # a timm model name
     pretrained: str | None = None  # local weights file, "timm:<name>.<tag>", or None (random)
     pool: Literal["cls", "avg"] = "avg"
@@ -77,9 +78,21 @@ class ModelConfig:
     stop_gradient: bool = True  # EMMA: the VA head does not backpropagate into the backbones
     expr_branch: str | None = "dan"  # EMMA's frozen CNN: "dan" or a timm CNN name
     expr_branch_checkpoint: str | None = None
-    mask_ratio: float = 0.0  # patch tokens dropped in training (CoTEX: 0.75)
+    mask_ratio: float = 0.0  # patch tokens dropped in training (CoTEX, MAE: 0.75)
     num_classes: int | None = None  # CoTEX classes (6 LSD, 8 ABAW EXPR); MTL models: 8
     va_hidden: int = 256
+
+
+@dataclass(frozen=True)
+class MAEConfig:
+    """MAE pretraining (model.kind 'mae'); the mask ratio is model.mask_ratio."""
+
+    decoder_dim: int = 512  # the MAE paper's light decoder: 8 blocks of width 512, 16 heads
+    decoder_depth: int = 8
+    decoder_heads: int = 16
+    norm_pix_loss: bool = True  # loss on per-patch normalised pixels (the paper's best)
+    crop_scale: tuple[float, float] = (0.2, 1.0)  # RandomResizedCrop area range (+ flip)
+    recon_images: int = 8  # validation faces drawn in recon/epoch_XXX.png (0: no grid)
 
 
 @dataclass(frozen=True)
@@ -123,6 +136,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    mae: MAEConfig = field(default_factory=MAEConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
     recipe: str = "defaults"
@@ -401,7 +415,7 @@ def validate(cfg: Config, where: dict[str, str] | None = None) -> None:
             value = getattr(getattr(cfg, section), name)
             errors.append(f"{key}{_at(where, key)}: {rule}, got {value!r}")
 
-    d, m, lo, o, r = cfg.data, cfg.model, cfg.loss, cfg.optim, cfg.run
+    d, m, lo, o, r, mae = cfg.data, cfg.model, cfg.loss, cfg.optim, cfg.run, cfg.mae
     need(d.img_size >= 1, "data.img_size", "must be >= 1")
     need(d.resize >= d.img_size, "data.resize", f"must be >= data.img_size ({d.img_size})")
     need(d.jitter >= 0, "data.jitter", "must be >= 0")
@@ -416,7 +430,18 @@ def validate(cfg: Config, where: dict[str, str] | None = None) -> None:
     need(0 <= m.drop_path < 1, "model.drop_path", "must be in [0, 1)")
     need(0 <= m.mask_ratio < 1, "model.mask_ratio", "must be in [0, 1)")
     need(m.va_hidden >= 1, "model.va_hidden", "must be >= 1")
-    if m.kind == "cotex":
+    if m.kind == "mae":
+        need(0 < m.mask_ratio < 1, "model.mask_ratio",
+             "MAE reconstructs the masked patches: must be in (0, 1) (the paper: 0.75)")
+        need(m.num_classes is None, "model.num_classes", "MAE pretraining has no classes: "
+                                                         "must be null")
+        need(m.pool == "cls", "model.pool", "MAE's encoder keeps the CLS token and normalises "
+                                            "every token (fine-tuning picks its own pool): "
+                                            "must be 'cls'")
+        need(d.jitter == 0, "data.jitter", "MAE augments with random-resized-crop + flip "
+                                           "only (mae.crop_scale): must be 0")
+        need(d.hue == 0, "data.hue", "MAE applies no colour jitter: must be 0")
+    elif m.kind == "cotex":
         need(m.num_classes is not None and m.num_classes >= 2, "model.num_classes",
              "cotex needs the number of classes (>= 2; 6 for LSD, 8 for ABAW EXPR)")
     else:
@@ -446,6 +471,16 @@ def validate(cfg: Config, where: dict[str, str] | None = None) -> None:
          f"must be in [0, optim.epochs={o.epochs}]")
     need(0 <= o.min_lr <= o.base_lr, "optim.min_lr", f"must be in [0, base_lr={o.base_lr}]")
     need(all(0 <= b < 1 for b in o.betas), "optim.betas", "each must be in [0, 1)")
+
+    for k in ("decoder_dim", "decoder_depth", "decoder_heads"):
+        need(getattr(mae, k) >= 1, f"mae.{k}", "must be >= 1")
+    need(mae.decoder_dim % max(mae.decoder_heads, 1) == 0, "mae.decoder_dim",
+         f"must be divisible by mae.decoder_heads ({mae.decoder_heads})")
+    need(mae.decoder_dim % 4 == 0, "mae.decoder_dim",
+         "must be divisible by 4 (2-D sin-cos position embedding)")
+    lo_s, hi_s = mae.crop_scale
+    need(0 < lo_s <= hi_s <= 1, "mae.crop_scale", "must be 0 < min <= max <= 1")
+    need(mae.recon_images >= 0, "mae.recon_images", "must be >= 0")
 
     need(r.eval_every >= 1, "run.eval_every", "must be >= 1")
     need(r.log_every >= 1, "run.log_every", "must be >= 1")
@@ -490,7 +525,7 @@ def check_paths(cfg: Config) -> None:
     Raises ``ConfigError`` naming each key and path. Call before training / --dry-run.
     """
     errors = []
-    for section in ("data", "model", "loss", "optim", "run"):
+    for section in ("data", "model", "loss", "mae", "optim", "run"):
         for k, v in dataclasses.asdict(getattr(cfg, section)).items():
             if v == MISSING:
                 errors.append(f"{section}.{k}: required by recipe {cfg.recipe!r} but not set "

@@ -52,3 +52,14 @@ class CoTEXTask:
         js = losses.js_divergence(outputs["expr_logits_1"], outputs["expr_logits_2"])
         return {"ce_1": ce_1, "ce_2": ce_2, "js_loss": js,
                 "loss": ce_1 + ce_2 + self.js_weight * js}
+
+
+@dataclass
+class MAETask:
+    """MAE pretraining: the model computes its reconstruction loss itself (it needs the
+    mask and the input's patches), so the task names it; labels in the batch are ignored."""
+
+    def __call__(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
+        if "loss" not in outputs:
+            raise KeyError(f"MAETask needs the MAE model's 'loss' output, got {sorted(outputs)}")
+        return {"loss": outputs["loss"]}

@@ -4,6 +4,10 @@ One entry point for ``affectkit data check`` and, later, training: given an
 ABAW release folder, an LSD folder, a CSV dataset or class folders, return
 ``{"<layout>/<split>": FaceTable}``. A split that fails to read is returned as
 its ``DataError`` so a check can report every problem in one pass.
+
+Layout ``images`` (any folder tree of unlabelled face images, for MAE pretraining) is
+never detected, only named: every dataset folder holds images, and a labelled dataset
+opened as unlabelled would train on nothing without an error.
 """
 
 from __future__ import annotations
@@ -24,13 +28,13 @@ from .abaw import (
     read_per_video,
 )
 from .errors import DataError
-from .folders import PATH_COLUMNS, read_class_folders, read_csv_labels
+from .folders import PATH_COLUMNS, read_class_folders, read_csv_labels, read_image_tree
 from .table import FaceTable
 
 MTL_FILES = {"train": "training_set_annotations.txt", "val": "validation_set_annotations.txt",
              "test": "MTL_Challenge_test_set_release.txt"}
 LSD_FOLDERS = {"train": "training_set_synthetic_images", "val": "validation_set_real_images"}
-LAYOUTS = ("mtl", "per-video", "lsd", "csv", "folders")
+LAYOUTS = ("mtl", "per-video", "lsd", "csv", "folders", "images")
 
 
 def _csv_has_path_column(path: Path) -> bool:
@@ -80,7 +84,8 @@ def open_dataset(root: str | os.PathLike, layout: str = "auto",
     if not layouts:
         raise DataError(root, None, "no known dataset layout here (expected ABAW MTL files, "
                                     "Annotations/<Task>_Challenge folders, LSD folders, a CSV "
-                                    "with a path column, or class folders)")
+                                    "with a path column, or class folders; for unlabelled "
+                                    "images, name layout 'images')")
     crops = Path(image_root) if image_root else None
     out: dict[str, FaceTable | DataError] = {}
 
@@ -123,6 +128,12 @@ def open_dataset(root: str | os.PathLike, layout: str = "auto",
                     out[f"csv/{f.stem}" + ("" if split == "all" else f"/{split}")] = part
         elif lay == "folders":
             add(f"folders/{root.name}", read_class_folders, root, expr_labels)
+        elif lay == "images":
+            try:
+                for split, table in read_image_tree(root).items():
+                    out[f"images/{split}"] = table
+            except DataError as e:
+                out["images/train"] = e
         else:
             raise ValueError(f"unknown layout {lay!r}; one of {LAYOUTS}")
     return out

@@ -1,6 +1,7 @@
-"""Generic layouts: class folders, a CSV of ``path`` + label columns, zipped image trees.
+"""Generic layouts: class folders, a CSV of ``path`` + label columns, zipped image trees,
+and unlabelled image trees (MAE pretraining).
 
-These make datasets that are not ABAW (FER2013, CK+, AffectNet exports, a
+These make datasets that are not ABAW (FER2013, CK+, AffectNet exports, CelebA, a
 user's own) load as they are, with class names mapped by name.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -29,9 +31,12 @@ from ..labels import (
     canonical_au,
     canonical_expression,
 )
-from .errors import DataError
+from .errors import CorruptImageError, DataError
+from .images import decode_rgb
 from .parse import check_int, check_va, to_float
 from .table import FaceTable, make_table_frame
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 PATH_COLUMNS = ("path", "image", "img", "file", "filename")
@@ -234,3 +239,128 @@ def extract_archives(archives: list[Path]) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+# --- unlabelled image trees -----------------------------------------------------------------
+VAL_FRACTION = 0.02  # share of an image tree held out for validation ...
+VAL_MAX = 256  # ... at most this many images (a validation pass stays cheap)
+
+
+def _list_images(root: Path) -> list[str]:
+    """Image files under ``root``, recursively, as sorted '/'-separated relative paths;
+    hidden files and folders (``.cache``, ``.DS_Store``) are left out."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel = Path(dirpath).relative_to(root)
+        out += [(rel / f).as_posix() for f in filenames
+                if not f.startswith(".") and is_image(f)]
+    return sorted(out)
+
+
+def _held_out(images: list[str], fraction: float, cap: int) -> np.ndarray:
+    """Boolean mask of the validation images: the ``round(fraction * n)`` (at least 1 when
+    ``fraction`` > 0 and there are 2 images or more, at most ``cap``) whose path hashes
+    lowest. It depends on the paths only: not on listing order, machine or seed, and
+    adding images moves few."""
+    n = len(images)
+    least = 1 if fraction > 0 and n >= 2 else 0
+    k = min(cap, max(least, round(fraction * n)))
+    keys = np.array([int.from_bytes(hashlib.sha1(i.encode()).digest()[:8], "big")
+                     for i in images], dtype=np.uint64)
+    val = np.zeros(n, bool)
+    val[np.argsort(keys, kind="stable")[:k]] = True
+    return val
+
+
+def read_image_tree(root: str | os.PathLike, val_fraction: float = VAL_FRACTION,
+                    val_max: int = VAL_MAX) -> dict[str, FaceTable]:
+    """Every image under ``root`` (recursive, any of ``IMAGE_EXTENSIONS``, and the images
+    inside ``.zip`` files anywhere below it, extracted once to the cache), unlabelled,
+    split into ``train`` and a small deterministic held-out ``val`` (see ``_held_out``).
+
+    Image paths are relative to ``root``; with zips and loose files together, the zips'
+    images are named by their absolute path in the cache (``image_root / abs`` is ``abs``).
+    Labels are sentinels: this layout is for MAE pretraining. Whether every file decodes
+    is checked apart (``drop_corrupt``): listing stays cheap.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(root, None, "not a directory (the images layout reads a folder tree)")
+    loose = _list_images(root)
+    archives = sorted(p for p in root.rglob("*.zip")
+                      if p.is_file() and not any(part.startswith(".")
+                                                 for part in p.relative_to(root).parts))
+    image_root, images = root, loose
+    if archives:
+        extracted = extract_archives(archives)
+        inside = _list_images(extracted)
+        if not loose:
+            image_root, images = extracted, inside
+        else:
+            images = loose + [(extracted / i).as_posix() for i in inside]
+    if not images:
+        raise DataError(root, None, f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
+                                    "under this folder or in its zips")
+    val = _held_out(images, val_fraction, val_max)
+    names = np.array(images, dtype=object)
+    out = {}
+    for split, rows in (("train", ~val), ("val", val)):
+        part = names[rows].tolist()
+        df = make_table_frame(part, video=[i.rpartition("/")[0] for i in part],
+                              frame=[-1] * len(part))
+        out[split] = FaceTable(df, image_root, ABAW_EXPR, ABAW_AU, source=str(root))
+    return out
+
+
+def _decodes(path: str) -> str | None:
+    """None if ``path`` decodes as an image, else why not."""
+    try:
+        with open(path, "rb") as f:
+            decode_rgb(f.read(), path)
+    except CorruptImageError as e:
+        return e.message
+    except OSError as e:
+        return f"cannot read ({e.strerror or e})"
+    return None
+
+
+def find_corrupt(table: FaceTable, workers: int | None = None) -> dict[str, str]:
+    """``{image: reason}`` for every image of ``table`` that exists but does not decode
+    (fully decoded, on a thread pool: the decoders release the GIL). Missing files are
+    ``find_missing``'s business and are not reported here."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if table.image_root is None or len(table) == 0:
+        return {}
+    paths = [str(table.image_root / i) for i in table.images]
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        reasons = list(pool.map(_decodes, paths, chunksize=64))
+    return {image: why for image, path, why in zip(table.images, paths, reasons)
+            if why is not None and os.path.exists(path)}
+
+
+def drop_corrupt(table: FaceTable, corrupt: str = "error", workers: int | None = None
+                 ) -> FaceTable:
+    """Fail on images that do not decode (default: ``DataError`` naming the first file and
+    the count), or with ``corrupt='skip'`` drop them, each named in a warning and counted
+    in ``table.skipped["corrupt images"]``: never silently."""
+    if corrupt not in ("error", "skip"):
+        raise ValueError(f"corrupt must be 'error' or 'skip', got {corrupt!r}")
+    bad = find_corrupt(table, workers)
+    if not bad:
+        return table
+    root = table.image_root
+    if corrupt == "error":
+        first, why = next(iter(bad.items()))
+        more = f" (and {len(bad) - 1} more corrupt image(s))" if len(bad) > 1 else ""
+        raise DataError(root / first, None, f"{why}{more}; pass data.corrupt=skip to drop "
+                                            "corrupt images explicitly")
+    for image, why in bad.items():
+        log.warning("skipping corrupt image %s: %s", root / image, why)
+    keep = np.flatnonzero(~table.df["image"].isin(set(bad)).to_numpy())
+    out = table.subset(keep)
+    out.skipped["corrupt images"] = out.skipped.get("corrupt images", 0) + len(bad)
+    log.warning("%d corrupt image(s) skipped in %s", len(bad), table.source or root)
+    return out

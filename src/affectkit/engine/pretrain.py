@@ -34,7 +34,7 @@ from ..data.folders import drop_corrupt
 from ..data.table import FaceTable
 from ..io import atomic_write
 from ..models.backbone import create_backbone, num_kept
-from ..models.checkpoint import save_mae_checkpoint
+from ..models.checkpoint import load_state_dict_file, save_mae_checkpoint
 from ..models.mae import MAE
 from ..tasks import MAETask
 from .build import _packed_for
@@ -60,10 +60,37 @@ def build_mae_model(cfg: Config) -> MAE:
     if not encoder.is_vit:
         raise ValueError(f"model.backbone={m.backbone!r} is not a ViT: MAE masks patch tokens "
                          "and needs a timm VisionTransformer (e.g. vit_base_patch16_224)")
-    return MAE(encoder, decoder_dim=mae.decoder_dim, decoder_depth=mae.decoder_depth,
-               decoder_heads=mae.decoder_heads, mask_ratio=m.mask_ratio,
-               norm_pix_loss=mae.norm_pix_loss, eval_seed=cfg.run.seed,
-               init=m.pretrained is None)
+    model = MAE(encoder, decoder_dim=mae.decoder_dim, decoder_depth=mae.decoder_depth,
+                decoder_heads=mae.decoder_heads, mask_ratio=m.mask_ratio,
+                norm_pix_loss=mae.norm_pix_loss, eval_seed=cfg.run.seed,
+                init=m.pretrained is None)
+    if m.pretrained is not None and not m.pretrained.startswith("timm:"):
+        load_decoder(model, m.pretrained)
+    return model
+
+
+def load_decoder(model: MAE, path: str | os.PathLike) -> bool:
+    """Continue from a full MAE checkpoint (the official ``mae_visualize_*.pth`` layout, or
+    an affectkit ``best.pt``/``last.pt``): load its decoder and mask token when they all
+    fit; otherwise (encoder-only file, another decoder size) keep the fresh decoder and
+    say so. ``decoder_pos_embed`` is fixed sin-cos and always recomputed."""
+    state = load_state_dict_file(path)
+    own = {k: v for k, v in model.state_dict().items()
+           if not k.startswith("encoder.") and k != "decoder_pos_embed"}
+    found = {k: state[k] for k in own if k in state}
+    if not found:
+        log.info("%s has no MAE decoder: the decoder starts from MAE's initialisation", path)
+        return False
+    bad = [f"{k} missing" for k in own if k not in found] + [
+        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in found.items() if v.shape != own[k].shape]
+    if bad:
+        log.warning("the MAE decoder of %s does not fit mae.decoder_* (%d problems, e.g. "
+                    "%s): the decoder starts fresh", path, len(bad), bad[:3])
+        return False
+    model.load_state_dict(found, strict=False)
+    log.info("decoder and mask token loaded from %s", path)
+    return True
 
 
 def mae_train_transform(size: int, scale: tuple[float, float] = (0.2, 1.0),
