@@ -237,3 +237,23 @@ def test_demo_cnn_learns_the_synthetic_faces(tmp_path):
     assert len(scores) == cfg.optim.epochs
     assert scores[-1] > scores[0] + 0.2, scores
     assert max(scores) > 0.6, scores
+
+
+def test_resume_accepts_keys_added_to_the_schema_at_their_default(sample, tmp_path):
+    """A last.pt written before a config key existed resumes when the key is at its default."""
+    run = tmp_path / "run"
+    with pytest.raises(SimulatedKill):
+        train(_cfg(sample["root"], run), stop_after_steps=2, progress=False)
+    ckpt = _torch_load(run / "last.pt")
+    del ckpt["config"]["data"]["corrupt"], ckpt["config"]["mae"]
+    torch.save(ckpt, run / "last.pt")
+    train(_cfg(sample["root"], run), progress=False)
+    assert [r["epoch"] for r in read_metrics(run)] == [0, 1]
+
+
+def test_cli_run_dir_after_the_overrides(sample, tmp_path, capsys):
+    run = tmp_path / "elsewhere"
+    assert main(["train", "demo", f"data.root={sample['root']}", "optim.epochs=1",
+                 "optim.warmup_epochs=0", "data.img_size=32", "data.resize=34",
+                 "--run-dir", str(run)]) == 0
+    assert (run / "last.pt").is_file()

@@ -123,3 +123,23 @@ def write_per_video_predictions(folder: str | os.PathLike, task: str,
         out.append(atomic_write_text(Path(folder) / f"{video}.txt",
                                      "\n".join([TASK_HEADERS[task], *lines]) + "\n"))
     return out
+
+
+def write_label_csv(path: str | os.PathLike, images, expression, labels: LabelSet,
+                    label_format: str = "name") -> Path:
+    """``image,label`` CSV (expression-only submissions), validated, written atomically."""
+    images = [str(i) for i in images]
+    expression = np.asarray(expression).reshape(-1)
+    if len(images) != len(expression):
+        raise ValueError(f"{len(images)} images for {len(expression)} predictions")
+    if len(set(images)) != len(images):
+        raise ValueError("duplicate images in predictions")
+    if any(not i or "," in i for i in images):
+        raise ValueError("image names must be non-empty and hold no comma")
+    if not np.isin(expression, np.arange(len(labels))).all():
+        raise ValueError(f"expression predictions must be class indices 0..{len(labels) - 1}")
+    if label_format not in ("name", "index"):
+        raise ValueError(f"label_format must be 'name' or 'index', got {label_format!r}")
+    values = [labels.classes[e] if label_format == "name" else str(e) for e in expression]
+    rows = ["image,label", *(f"{i},{v}" for i, v in zip(images, values))]
+    return atomic_write_text(path, "\n".join(rows) + "\n")

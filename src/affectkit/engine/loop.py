@@ -125,9 +125,12 @@ def _check_same_config(saved: dict | None, now: dict, path: Path) -> None:
     if saved is None:
         return
     a, b = _flat(saved), _flat(now)
+    defaults = _flat(config_to_dict(Config()))
+    # a key added to the schema after the checkpoint was written is fine at its default
     diff = [f"{k}: {a.get(k)!r} in the checkpoint, {b.get(k)!r} now"
             for k in sorted(set(a) | set(b))
-            if k not in RESUME_MAY_CHANGE and a.get(k) != b.get(k)]
+            if k not in RESUME_MAY_CHANGE and a.get(k) != b.get(k)
+            and not (k not in a and k in defaults and b.get(k) == defaults[k])]
     if diff:
         raise ConfigError([f"{path} was trained with another config; resume it with the "
                            "same settings, or start fresh (--no-resume / another "
@@ -140,7 +143,7 @@ def _loader_generator(seed: int, epoch: int, micro_step: int) -> torch.Generator
     return torch.Generator().manual_seed(hash((seed, epoch, micro_step)) % 2**63)
 
 
-def _amp(cfg: Config, device: torch.device) -> torch.dtype | None:
+def amp_dtype_for(cfg: Config, device: torch.device) -> torch.dtype | None:
     """bf16 / fp16 autocast dtype, or None. Only on CUDA: bf16 on a CPU without native
     bf16 is many times slower than fp32 (shared/docs/performance-notes.md)."""
     mode = cfg.run.amp
@@ -226,7 +229,7 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
     channels_last = bool(r.channels_last or is_cnn)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    amp_dtype = _amp(cfg, device)
+    amp_dtype = amp_dtype_for(cfg, device)
 
     per_rank = len(epoch_order(len(job.train_ds), r.seed, 0, rank, world))
     steps_per_epoch = per_rank // o.batch_size // o.accum_steps  # full batches only
