@@ -57,7 +57,10 @@ def infer(model: torch.nn.Module, dataset: Dataset,
     shard = range(info.rank, len(dataset), info.world_size)
     loader = DataLoader(Subset(dataset, list(shard)) if info.enabled else dataset,
                         batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda",
+                        # its own generator: an iterator otherwise draws its worker seed
+                        # from the global RNG, and validating would shift training's streams
+                        generator=torch.Generator().manual_seed(0))
     was_training = model.training
     model.eval()
     parts: dict[str, list[np.ndarray]] = {}
