@@ -12,7 +12,11 @@ Two loops train the same model (``affectkit.engine.build.build_model``) with the
   ``clip_grad_norm_`` (the config's ``optim.clip_grad``), step, ``loss.item()``;
 - **engine**: ``affectkit.engine.loop.train(cfg, run_dir, max_steps=...)`` reading the
   packed uint8 cache (``pack_images``, ``data.packed``) with its own settings
-  (channels_last for CNNs, bf16 autocast on CUDA only, its AdamW parameter groups).
+  (channels_last for CNNs, bf16 autocast on CUDA only, its AdamW parameter groups),
+  augmentation per sample in the DataLoader (``data.augment=sample``);
+- **engine, batched augmentation**: the same with ``data.augment=batch``: the DataLoader
+  hands uint8 faces over and ``BatchAugment`` crops, flips and jitters the whole batch on
+  the training device (the default on CUDA).
 
 Configurations (CPU-sized): ResNet-18 at 64 px (recipe ``demo-cnn``: resize 66, crop 64)
 and ViT-Tiny/16 at 112 px (recipe ``demo``: resize 116, crop 112), both on the per-video
@@ -77,7 +81,7 @@ from affectkit.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from affectkit.data.dataset import pack_images
 from affectkit.data.sample import write_sample
 from affectkit.data.table import FaceTable
-from affectkit.engine.build import build_datasets, build_model, build_task, open_splits
+from affectkit.engine.build import build_job, build_model, build_task, open_splits
 from affectkit.engine.loop import train
 from affectkit.engine.optim import build_optimizer, scaled_lr
 from affectkit.engine.state import save_training_checkpoint
@@ -202,13 +206,22 @@ def checkpoint_save_seconds(baseline: Baseline, path: Path) -> tuple[float, floa
 # ----------------------------------------------------------------------------- data only
 
 
-def data_rate(loader: DataLoader, batches: int) -> float:
-    """img/s of iterating ``loader`` (first batch untimed)."""
+def data_rate(loader: DataLoader, batches: int, augment=None,
+              device: torch.device | None = None) -> float:
+    """img/s of iterating ``loader`` (first batch untimed), then ``augment`` on ``device``."""
+    def take(it):
+        x = next(it)["image"]
+        if augment is not None:
+            x = augment(x.to(device, non_blocking=True))
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        return len(x)
+
     it = iter(loader)
-    next(it)
+    take(it)
     n, t0 = 0, time.perf_counter()
     for _ in range(batches):
-        n += len(next(it)["image"])
+        n += take(it)
     return n / (time.perf_counter() - t0)
 
 
@@ -412,6 +425,9 @@ def main(argv: list[str] | None = None) -> dict:
     return report
 
 
+ENGINES = {"engine": "sample", "engine_batch": "batch"}  # loop name -> data.augment
+
+
 def bench_config(name: str, args, root: Path, packed: Path, work: Path,
                  device: torch.device) -> dict:
     recipe, overrides = CONFIGS[name]
@@ -419,54 +435,62 @@ def bench_config(name: str, args, root: Path, packed: Path, work: Path,
               f"optim.batch_size={args.batch_size}", f"data.num_workers={args.workers}",
               f"run.out_dir={work / 'unused'}"]
     cfg = load_config(recipe, common)
-    engine_cfg = load_config(recipe, [*common, f"data.packed={packed}"])
+    engine_cfgs = {k: load_config(recipe, [*common, f"data.packed={packed}",
+                                           f"data.augment={mode}"])
+                   for k, mode in ENGINES.items()}
     tables = open_splits(cfg)
     train_table = tables[0]
     if len(train_table) // args.batch_size < args.warmup + args.steps + 1:
         raise SystemExit(f"{name}: {len(train_table)} training images give fewer than "
                          f"{args.warmup + args.steps + 1} batches of {args.batch_size}; "
                          "lower --steps or --batch-size, or give more data")
-    engine_train_ds = build_datasets(engine_cfg, tables)[0]
-    if engine_train_ds.packed is None:
+    jobs = {k: build_job(c, tables, device=device) for k, c in engine_cfgs.items()}
+    if any(j.train_ds.packed is None for j in jobs.values()):
         raise SystemExit(f"{name}: the engine would not read the pack {packed}")
     print(f"\n{name}: recipe {recipe} ({cfg.model.backbone}, {cfg.data.img_size} px from "
           f"{cfg.data.resize}), {len(train_table)} training images")
 
     baseline = Baseline(cfg, train_table, device)
     bs = args.batch_size
-    # data paths alone: the baseline's Dataset and the engine's (packed) dataset
+    # data paths alone: the baseline's Dataset, the engine's (packed) datasets, the batched
+    # one with its BatchAugment on the training device
     batches = max(2, min(args.steps, len(train_table) // bs - 2))
-    engine_loader = DataLoader(engine_train_ds, batch_size=bs, shuffle=True, drop_last=True,
-                               num_workers=args.workers)
-    data = {"baseline": data_rate(baseline.loader(), batches),
-            "engine": data_rate(engine_loader, batches)}
-    print(f"  data only ({batches} batches): baseline {data['baseline']:,.0f} img/s, "
-          f"engine {data['engine']:,.0f} img/s")
+    data = {"baseline": data_rate(baseline.loader(), batches)}
+    for k, job in jobs.items():
+        loader = DataLoader(job.train_ds, batch_size=bs, shuffle=True, drop_last=True,
+                            num_workers=args.workers, collate_fn=job.train_ds.collate)
+        aug = job.augment.to(device) if job.augment is not None else None
+        data[k] = data_rate(loader, batches, aug, device)
+    print("  data only (" + f"{batches} batches): " + ", ".join(
+        f"{k} {v:,.0f} img/s" for k, v in data.items()))
 
-    rates: dict[str, list[float]] = {"baseline": [], "engine": []}
+    loops = ["baseline", *ENGINES]
+    rates: dict[str, list[float]] = {k: [] for k in loops}
     for r in range(args.rounds):
-        order = ("baseline", "engine") if r % 2 == 0 else ("engine", "baseline")
+        order = loops if r % 2 == 0 else loops[::-1]
         for which in order:
             if which == "baseline":
                 s = baseline.run(args.warmup, args.steps)
             else:
-                s = engine_seconds(engine_cfg, work, tables, args.warmup, args.steps,
-                                   f"{name}-{r}")
+                s = engine_seconds(engine_cfgs[which], work, tables, args.warmup, args.steps,
+                                   f"{name}-{which}-{r}")
             rates[which].append(args.steps * bs / s if s > 0 else float("nan"))
-        print(f"  round {r + 1}/{args.rounds}: baseline {rates['baseline'][-1]:,.1f} img/s, "
-              f"engine {rates['engine'][-1]:,.1f} img/s, ratio "
-              f"{rates['engine'][-1] / rates['baseline'][-1]:.2f}x", flush=True)
+        print(f"  round {r + 1}/{args.rounds}: " + ", ".join(
+            f"{k} {v[-1]:,.1f} img/s" for k, v in rates.items()) + "; ratios " + ", ".join(
+            f"{k} {rates[k][-1] / rates['baseline'][-1]:.2f}x" for k in ENGINES), flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
-    ratios = [e / b for e, b in zip(rates["engine"], rates["baseline"])]
+    ratios = {k: [e / b for e, b in zip(rates[k], rates["baseline"])] for k in ENGINES}
     save_s, save_mb = checkpoint_save_seconds(baseline, work / f"ckpt-{name}.pt")
-    every = engine_cfg.run.log_every
+    every = engine_cfgs["engine"].run.log_every
     step_s = bs / med["engine"]
     print(f"  one last.pt save: {save_mb:,.0f} MB in {save_s:.2f} s; the recipe saves every "
           f"{every} steps: +{100 * save_s / (every * step_s):.0f}% on the engine's step time")
     return {"name": name, "recipe": recipe, "backbone": cfg.model.backbone,
             "img_size": cfg.data.img_size, "resize": cfg.data.resize,
             "train_images": len(train_table), "img_s": rates, "img_s_median": med,
-            "ratio": statistics.median(ratios), "ratio_per_round": ratios,
+            "ratio": statistics.median(ratios["engine"]), "ratio_per_round": ratios["engine"],
+            "ratio_batch": statistics.median(ratios["engine_batch"]),
+            "ratio_batch_per_round": ratios["engine_batch"],
             "data_only_img_s": data, "checkpoint_save_s": save_s, "checkpoint_mb": save_mb,
             "checkpoint_every": every,
             "checkpoint_overhead": save_s / (every * step_s)}
@@ -484,18 +508,21 @@ def bench_gpu(args, device: torch.device, gpu_name: str) -> dict:
 
 
 def print_summary(report: dict) -> None:
-    print(f"\n{'config':<14} {'baseline img/s':>15} {'engine img/s':>13} {'engine/base':>12} "
-          f"{'per round':>16} {'data base':>10} {'data eng':>9} {'ckpt':>6}")
+    print(f"\n{'config':<14} {'baseline':>9} {'engine':>8} {'eng/base':>9} {'per round':>16} "
+          f"{'batch aug':>10} {'b.a./base':>10} {'data: base':>11} {'engine':>7} "
+          f"{'batch aug':>10} {'ckpt':>5}")
     for c in report["configs"]:
         m, d = c["img_s_median"], c["data_only_img_s"]
         rounds = "/".join(f"{x:.2f}" for x in c["ratio_per_round"])
-        print(f"{c['name']:<14} {m['baseline']:>15,.1f} {m['engine']:>13,.1f} "
-              f"{c['ratio']:>11.2f}x {rounds:>16} {d['baseline']:>10,.0f} {d['engine']:>9,.0f} "
-              f"{100 * c['checkpoint_overhead']:>5.0f}%")
-    print("(img/s: median over rounds; engine/base: median of the per-round ratios;\n"
-          " data base / data eng: the loops' Dataset + DataLoader alone;\n"
-          " ckpt: one last.pt save per the recipe's log_every steps, as a share of the "
-          "engine's step time, not in the img/s)")
+        print(f"{c['name']:<14} {m['baseline']:>9,.1f} {m['engine']:>8,.1f} "
+              f"{c['ratio']:>8.2f}x {rounds:>16} {m['engine_batch']:>10,.1f} "
+              f"{c['ratio_batch']:>9.2f}x {d['baseline']:>11,.0f} {d['engine']:>7,.0f} "
+              f"{d['engine_batch']:>10,.0f} {100 * c['checkpoint_overhead']:>4.0f}%")
+    print("(img/s, median over rounds; engine: data.augment=sample, batch aug: "
+          "data.augment=batch;\n ratios: median of the per-round ratios to the baseline; "
+          "data: each loop's Dataset + DataLoader\n (+ BatchAugment) alone; ckpt: one last.pt "
+          "save per the recipe's log_every steps, as a\n share of the engine's step time, "
+          "not in the img/s)")
     spread = [c["name"] for c in report["configs"]
               if max(c["ratio_per_round"]) > 1.25 * min(c["ratio_per_round"])]
     if spread:

@@ -127,3 +127,22 @@ def test_train_transform_without_jitter_is_crop_of_resize():
     out = train_transform(jitter=0, hue=0)(img)
     torch.testing.assert_close(out, ((torch.full((1, 3, 1, 1), 128 / 255) - MEAN) / STD)[0]
                                .expand(3, 224, 224), atol=1e-5, rtol=0)
+
+
+def test_train_batch_augment_is_the_resize_then_crop_recipe():
+    """With no jitter and crop = resize, each output is the resized face or its mirror
+    (bilinear upscale, as the per-sample eval resize); with resize > size the crop side
+    is size / resize of the face, as resize-then-random-crop gives."""
+    from affectkit.data.augment import train_batch_augment
+
+    torch.manual_seed(0)
+    x = uint8_batch(b=6, h=32, w=32)
+    out = train_batch_augment(48, 48, jitter=0.0, hue=0.0)(x)
+    ref = eval_transform(48)(x)
+    one_level = 1 / 255 / min(IMAGENET_STD)  # the per-sample resize rounds to uint8
+    for i in range(len(x)):
+        err = min((out[i] - ref[i]).abs().max(), (out[i] - ref[i].flip(-1)).abs().max())
+        assert err < 1.01 * one_level, (i, float(err))
+    aug = train_batch_augment(224, 232)
+    assert aug.scale == ((224 / 232) ** 2,) * 2 and aug.ratio == (1.0, 1.0)
+    assert (aug.brightness, aug.contrast, aug.saturation, aug.hue) == (0.4, 0.4, 0.4, 0.1)

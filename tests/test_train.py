@@ -137,33 +137,44 @@ def test_cli_train_runs(sample, tmp_path, capsys):
     assert len(rows) == 1 and "p_mtl" in rows[0]["val"]
 
 
-def test_ctrl_c_saves_and_resumes_exactly(sample, tmp_path, monkeypatch):
-    """A KeyboardInterrupt in the middle of a batch saves last.pt at the last optimiser
-    step (not a torn one), and resuming from it matches an uninterrupted run."""
+def _hook_task(monkeypatch, hook):
+    """Make ``build_task`` return the real task with ``hook(n, losses)`` run on each call's
+    losses (``n`` counts the calls from 1); ``hook`` may raise."""
     import affectkit.engine.build as build
 
-    no_periodic = "run.log_every=100"
-    ref = train(_cfg(sample["root"], tmp_path / "ref", no_periodic), progress=False)
-    run = tmp_path / "run"
     real_build_task = build.build_task
     calls = {"n": 0}
 
-    def interrupting_task(cfg, table):
+    def hooked(cfg, table):
         task = real_build_task(cfg, table)
 
         def call(outputs, batch):
             calls["n"] += 1
-            if calls["n"] == 7:  # forward of the 7th batch: epoch 1, after step 6
-                raise KeyboardInterrupt
-            return task(outputs, batch)
+            return hook(calls["n"], lambda: task(outputs, batch))
         return call
 
-    monkeypatch.setattr(build, "build_task", interrupting_task)
+    monkeypatch.setattr(build, "build_task", hooked)
+    return lambda: monkeypatch.setattr(build, "build_task", real_build_task)
+
+
+def test_ctrl_c_saves_and_resumes_exactly(sample, tmp_path, monkeypatch):
+    """A KeyboardInterrupt in the middle of a batch saves last.pt at the last optimiser
+    step (not a torn one), and resuming from it matches an uninterrupted run."""
+    no_periodic = "run.log_every=100"
+    ref = train(_cfg(sample["root"], tmp_path / "ref", no_periodic), progress=False)
+    run = tmp_path / "run"
+
+    def interrupt(n, losses):
+        if n == 7:  # forward of the 7th batch: epoch 1, after step 6
+            raise KeyboardInterrupt
+        return losses()
+
+    unhook = _hook_task(monkeypatch, interrupt)
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(sample["root"], run, no_periodic), progress=False)
     state = _torch_load(run / "last.pt")["state"]
     assert (state["epoch"], state["step"], state["micro_step"]) == (1, 6, 1)
-    monkeypatch.setattr(build, "build_task", real_build_task)
+    unhook()
     train(_cfg(sample["root"], run, no_periodic), progress=False)
     a, b = _weights(ref), _weights(run)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -257,3 +268,61 @@ def test_cli_run_dir_after_the_overrides(sample, tmp_path, capsys):
                  "optim.warmup_epochs=0", "data.img_size=32", "data.resize=34",
                  "--run-dir", str(run)]) == 0
     assert (run / "last.pt").is_file()
+
+
+def test_batch_augment_on_the_device_trains_and_resumes_exactly(sample, tmp_path):
+    """data.augment=batch: the DataLoader hands uint8 faces to BatchAugment on the training
+    device; the run is still exactly resumable, and differs from per-sample augmentation."""
+    from affectkit.engine.build import build_job
+
+    cfg = _cfg(sample["root"], tmp_path / "ref", "data.augment=batch")
+    job = build_job(cfg, device="cpu")
+    assert job.augment is not None and job.train_ds[0]["image"].dtype == torch.uint8
+    assert build_job(_cfg(sample["root"], tmp_path / "x"), device="cpu").augment is None  # auto
+    ref = train(cfg, progress=False)
+    run = tmp_path / "killed"
+    with pytest.raises(SimulatedKill):
+        train(_cfg(sample["root"], run, "data.augment=batch"), stop_after_steps=3,
+              progress=False)
+    train(_cfg(sample["root"], run, "data.augment=batch"), progress=False)
+    a, b = _weights(ref), _weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    per_sample = _weights(train(_cfg(sample["root"], tmp_path / "sample"), progress=False))
+    assert not all(torch.equal(a[k], per_sample[k]) for k in a)
+    for r in read_metrics(ref):
+        assert 0.0 <= r["data_wait"] <= 1.0
+
+
+def test_batch_of_mixed_image_sizes_is_an_error_naming_them(tmp_path):
+    from PIL import Image
+
+    from affectkit.data.dataset import FaceDataset, LoadResize
+    from affectkit.data.errors import DataError
+    from affectkit.data.folders import read_image_tree
+
+    for name, size in (("a.png", 40), ("b.png", 40), ("odd.png", 56)):
+        Image.new("RGB", (size, size), (90, 40, 20)).save(tmp_path / name)
+    table = read_image_tree(tmp_path, val_fraction=0.0)["train"]
+    ds = FaceDataset(table, LoadResize(None))
+    with pytest.raises(DataError, match=r"odd\.png.*\(3, 56, 56\).*data\.load_size"):
+        ds.collate([ds[i] for i in range(len(ds))])
+    fixed = FaceDataset(table, LoadResize(48))
+    assert fixed.collate([fixed[i] for i in range(len(fixed))])["image"].shape == (3, 3, 48, 48)
+
+
+def test_non_finite_loss_stops_before_it_is_saved(sample, tmp_path, monkeypatch):
+    """Losses are read from the device at log points only; a NaN loss still stops the run
+    there, naming the steps, and last.pt keeps the last finite weights."""
+    def nan_at_step_3(n, losses):
+        out = losses()
+        if n == 3:  # log_every 2: found at the flush of step 4
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    _hook_task(monkeypatch, nan_at_step_3)
+    run = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match=r"steps 2\.\.4"):
+        train(_cfg(sample["root"], run), progress=False)
+    ckpt = _torch_load(run / "last.pt")
+    assert ckpt["state"]["step"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())

@@ -233,6 +233,7 @@ def model_config(kind: str, tr: dict, *, run_dir: Path, seed: int, epochs: int,
         f"data.root={_q(data_root)}", "data.layout=csv",
         f"data.img_size={size}", f"data.resize={resize}",
         f"data.jitter={tr['jitter']}", "data.hue=0.0", f"data.num_workers={tr['num_workers']}",
+        f"data.augment={tr.get('augment', 'auto')}",
         f"model.pretrained={_q(pretrained) if pretrained else 'null'}", "model.pool=avg",
         f"optim.base_lr={tr['lr'] * 256 / (batch * accum):.6g}", f"optim.batch_size={batch}",
         f"optim.accum_steps={accum}", f"optim.epochs={epochs}",
@@ -442,7 +443,7 @@ def mae_encoder(profile: dict, data_root: Path, work: Path, seed: int) -> tuple[
           f"optim.epochs={p['epochs']}", f"optim.warmup_epochs={p['warmup_epochs']}",
           f"optim.batch_size={p['batch']}", f"optim.base_lr={p['lr'] * 256 / p['batch']:.6g}",
           f"run.seed={seed}", f"run.out_dir={_q(run_dir)}", f"run.amp={tr['amp']}",
-          *p.get("overrides", [])]
+          f"data.augment={tr.get('augment', 'auto')}", *p.get("overrides", [])]
     try:
         cfg = load_config(p["recipe"], ov)
     except ConfigError as e:

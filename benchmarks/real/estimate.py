@@ -37,10 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from affectkit.config import load_config
-    from affectkit.data.augment import eval_transform, train_transform
-    from affectkit.data.dataset import FaceDataset
+    from affectkit.data.augment import eval_transform, train_batch_augment, train_transform
+    from affectkit.data.dataset import FaceDataset, LoadResize
     from affectkit.engine.build import build_model
-    from affectkit.engine.pretrain import build_mae_model, mae_train_transform
+    from affectkit.engine.pretrain import build_mae_model, mae_batch_augment, mae_train_transform
     from affectkit.labels import ABAW_AU, CKPLUS, LSD
 
     from .common import (
@@ -152,9 +152,26 @@ def main(argv: list[str] | None = None) -> int:
             ds[i]
         return (time.perf_counter() - t) / n
 
-    d_train = per_image(FaceDataset(train_fer, train_transform(
-        tr["img_size"], tr["resize"], tr["jitter"], 0.0)))
-    d_mae = per_image(FaceDataset(train_fer, mae_train_transform(tr["img_size"])))
+    def per_image_batched(aug, n_batches=4):
+        """Decode per sample + collate + ``aug`` on the whole batch (data.augment=batch)."""
+        ds = FaceDataset(train_fer, LoadResize(None))
+        aug = aug.to(dev)
+        bs = tr["batch"]
+        t = time.perf_counter()
+        for b in range(n_batches):
+            x = ds.collate([ds[i] for i in range(b * bs, (b + 1) * bs)])["image"]
+            aug(x.to(dev))
+        _sync(dev)
+        return (time.perf_counter() - t) / (n_batches * bs)
+
+    if tr.get("augment") == "batch":
+        d_train = per_image_batched(train_batch_augment(tr["img_size"], tr["resize"],
+                                                        tr["jitter"], 0.0))
+        d_mae = per_image_batched(mae_batch_augment(tr["img_size"]))
+    else:
+        d_train = per_image(FaceDataset(train_fer, train_transform(
+            tr["img_size"], tr["resize"], tr["jitter"], 0.0)))
+        d_mae = per_image(FaceDataset(train_fer, mae_train_transform(tr["img_size"])))
     d_eval = per_image(FaceDataset(train_fer, eval_transform(tr["img_size"])))
     evals = {}
     for k in ("fer/vit-random", "fer/cotex-mae", "fer/cnn"):
@@ -193,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     n_te = min(n_fer["test"], pf["test_limit"] or 10**9)
     n_mae = min(int(n_fer["train"] * 0.98), mp.get("train_limit") or 10**9)
     mae_s = n_mae * mp["epochs"] / (1 / (1 / speeds["mae"] + d_mae))
-    rows = {"mae pretraining (once per profile and seed)": mae_s}
+    rows = {"mae (shared pretraining, once per profile and seed)": mae_s}
     fer_s = {}
     for name in pf["models"]:
         k = f"fer/{name}"
@@ -233,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     for k in configs:
         print(f"  {k:28s} {speeds[k]:8.1f}")
     print(f"  {'mae':28s} {speeds['mae']:8.1f}")
-    print(f"input pipeline per image: train {1e3 * d_train:.2f} ms, MAE {1e3 * d_mae:.2f} ms, "
+    print(f"input pipeline per image ({tr.get('augment', 'auto')} augmentation): train "
+          f"{1e3 * d_train:.2f} ms, MAE {1e3 * d_mae:.2f} ms, "
           f"eval {1e3 * d_eval:.2f} ms; eval img/s {eval_ips:,.0f} (cotex {cotex_eval:,.0f})")
     print("\nestimated wall time (minutes):")
     for k, v in rows.items():
@@ -243,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                  **{f'cross-domain {n}': s for n, s in cd_s.items()}}.items():
         print(f"    {k:43s} {v / 60:6.1f}")
     first = {b: rows[f"{b} (without MAE)"] / 60 for b in ("fer2013", "ckplus", "cross-domain")}
-    print("\nper benchmark, run first in a fresh work folder (MAE included) / MAE reused:")
+    print("\nper benchmark, run first in a fresh work folder (MAE included) / after "
+          "`run mae`:")
     for b, m in first.items():
         print(f"  {b:14s} {m + mae_s / 60:6.1f} / {m:6.1f}")
     if args.json:

@@ -31,11 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
+from affectkit.io import atomic_write_text
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_MD = REPO / "benchmarks" / "RESULTS.md"
 PROFILE_ORDER = {"gpu": 0, "cpu": 1, "smoke": 2}
-BENCH_ORDER = {"fer2013": 0, "ckplus": 1, "cross-domain": 2}
+BENCH_ORDER = {"mae": -1, "fer2013": 0, "ckplus": 1, "cross-domain": 2}
 ABAW_AUS = ("AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU15", "AU23", "AU24",
             "AU25", "AU26")
 N_BOOT = 2000
@@ -265,6 +267,22 @@ def _collect(runs, name, *keys):
     return [get(r, "models", name, *keys) for r in runs]
 
 
+def mae_section(runs: list[dict]) -> list[str]:
+    lines = ["| seed | epochs | images | reconstruction loss by epoch (held-out faces) | "
+             "train img/s | pretraining wall time |", "| ---: | ---: | ---: | --- | ---: | ---: |"]
+    for r in runs:
+        p = r.get("pretrain") or {}
+        rl = " / ".join(f"{x:.3f}" for x in p.get("recon_loss_by_epoch") or [] if x is not None)
+        wall = p.get("train_call_wall_s")
+        lines.append(f"| {r['seed']} | {p.get('epochs')} | {p.get('train_images', 0):,} | "
+                     f"{rl or '–'} | {num(p.get('train_img_per_s'))} | "
+                     f"{num(wall / 60, 1) + ' min' if wall else '–'} |")
+    lines += ["", "The reconstruction loss is the MSE on the per-patch normalised pixels of the "
+              "masked patches (1.0: predicting each patch's mean). Reconstructions per epoch: "
+              "`recon/epoch_XXX.png` in the run folder."]
+    return lines
+
+
 def fer2013_section(runs: list[dict]) -> list[str]:
     lines = ["| model | init | backbone @ px | PrivateTest acc % | PrivateTest macro F1 % | "
              "PublicTest F1 % (selection) | best epoch / epochs | train img/s |",
@@ -477,6 +495,8 @@ def load_results(results_dir: Path, include_smoke: bool | None = None) -> list[d
 
 
 SECTIONS = {
+    "mae": ("MAE pretraining on the FER2013 Training faces (shared by the benchmarks)",
+            mae_section),
     "fer2013": ("FER2013: 7 expressions, PrivateTest", fer2013_section),
     "ckplus": ("CK+: AU detection and expression, subject-independent folds", ckplus_section),
     "cross-domain": ("Cross-domain: FER2013 (6 LSD classes) -> CK+, single ViT vs masked "
@@ -508,7 +528,7 @@ def render(runs: list[dict], source: str) -> str:
             rs = sorted(groups[(bench, profile)], key=lambda r: r["seed"])
             title, fn = SECTIONS.get(bench, (bench, None))
             doc += [f"### {title}", "", _env_line(rs), ""]
-            pre = _pretrain_line(rs)
+            pre = _pretrain_line(rs) if bench != "mae" else None
             if pre:
                 doc += [pre, ""]
             if fn is not None:
@@ -533,12 +553,7 @@ def write_report(results_dir: Path = DEFAULT_RESULTS, out: Path | None = None,
     except ValueError:
         source = str(results_dir)
     text = render(load_results(results_dir, include_smoke), source)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return atomic_write_text(out, text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,15 @@
 """Train and evaluate on the real datasets in ../shared/data and check the ABAW4 paper's
 claims on them (see benchmarks/real/README.md).
 
+    python -m benchmarks.real.run mae --profile cpu                # the shared MAE, once
     python -m benchmarks.real.run fer2013 --profile cpu            # FER2013, 4 models
     python -m benchmarks.real.run ckplus --profile cpu             # CK+ AU + expression k-fold
     python -m benchmarks.real.run cross-domain --profile cpu       # FER2013 -> CK+, mask ratios
     python -m benchmarks.real.run all --profile smoke              # the whole harness, minutes
+
+``mae`` pretrains the FER2013 MAE that the ``*-mae`` models of all three benchmarks start
+from (``<work>/<profile>-s<seed>/mae-fer2013``); a benchmark run before it pretrains it
+itself, on first use.
 
 Results: ``<out>/<benchmark>-<profile>-s<seed>.json`` (rewritten after every model), then
 ``benchmarks/real/report.py`` regenerates the Markdown summary (``benchmarks/RESULTS.md``
@@ -28,7 +33,7 @@ BENCHMARKS = ("fer2013", "ckplus", "cross-domain")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.real.run",
                                  description=__doc__.split("\n\n")[0])
-    ap.add_argument("benchmark", choices=(*BENCHMARKS, "all"))
+    ap.add_argument("benchmark", choices=("mae", *BENCHMARKS, "all"))
     ap.add_argument("--profile", choices=("smoke", "cpu", "gpu"), default="cpu")
     ap.add_argument("--seed", type=int, default=0, help="training seed (CK+ folds are fixed)")
     ap.add_argument("--data", type=Path, help="folder holding fer2013/ and ckplus48/ "
@@ -78,10 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work / "mae-fer2013")
     only = [m.strip() for m in args.models.split(",")] if args.models else None
     mae_cache: dict = {}
-    runners = {"fer2013": fer2013.run, "ckplus": ckplus.run,
-               "cross-domain": lambda c: cross_domain.run(c, init=args.init)}
+    runners = {"mae": lambda c: c.init_weights("mae"), "fer2013": fer2013.run,
+               "ckplus": ckplus.run, "cross-domain": lambda c: cross_domain.run(c, init=args.init)}
     status = 0
-    for bench in (BENCHMARKS if args.benchmark == "all" else (args.benchmark,)):
+    for bench in (("mae", *BENCHMARKS) if args.benchmark == "all" else (args.benchmark,)):
         if args.fresh and (work / bench).exists():
             shutil.rmtree(work / bench)
         results = Results(out, bench, args.profile, profile, args.seed,

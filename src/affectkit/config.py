@@ -63,6 +63,11 @@ class DataConfig:
     jitter: float = 0.4  # colour jitter strength (brightness, contrast, saturation); 0: off
     hue: float = 0.1
     packed: str | None = None  # a pack_images() file to read images from instead of JPEGs
+    # where training augmentation runs: "sample" per image in the DataLoader (CPU),
+    # "batch" on the whole uint8 batch on the training device (BatchAugment), "auto":
+    # batch on CUDA (a CPU cannot feed a masked ViT on a GPU), sample elsewhere
+    augment: Literal["auto", "sample", "batch"] = "auto"
+    load_size: int | None = None  # batch augment: resize on load to this square (None: as is)
     num_workers: int = 8
     missing: Literal["error", "skip"] = "error"  # listed images absent on disk
     corrupt: Literal["error", "skip"] = "error"  # MAE: images that do not decode (checked first)
@@ -115,7 +120,7 @@ class OptimConfig:
     accum_steps: int = 4
     clip_grad: float | None = 0.05
     epochs: int = 30
-    warmup_epochs: int = 5  # linear warm-up, then cosine to min_lr
+    warmup_epochs: float = 5  # linear warm-up (may be a fraction of an epoch), then cosine
     min_lr: float = 1e-6
     betas: tuple[float, float] = (0.9, 0.999)
 
@@ -421,6 +426,7 @@ def validate(cfg: Config, where: dict[str, str] | None = None) -> None:
     need(d.jitter >= 0, "data.jitter", "must be >= 0")
     need(0 <= d.hue <= 0.5, "data.hue", "must be in [0, 0.5]")
     need(d.num_workers >= 0, "data.num_workers", "must be >= 0")
+    need(d.load_size is None or d.load_size >= 1, "data.load_size", "must be >= 1 or null")
     if d.expr_labels is not None:
         from .labels import LABEL_SETS
 

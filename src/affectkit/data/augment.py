@@ -34,6 +34,17 @@ def train_transform(size: int = 224, resize: int = 232, jitter: float = 0.4, hue
     return v2.Compose([*ops, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
 
+def train_batch_augment(size: int = 224, resize: int = 232, jitter: float = 0.4,
+                        hue: float = 0.1, mean=IMAGENET_MEAN, std=IMAGENET_STD
+                        ) -> BatchAugment:
+    """``train_transform``'s recipe for whole uint8 batches on the training device: a
+    random crop of ``size / resize`` of the face's side, resampled to ``size`` (what resize
+    then random crop does), flip, jitter, normalise."""
+    side = (size / resize) ** 2
+    return BatchAugment(size, scale=(side, side), ratio=(1.0, 1.0), brightness=jitter,
+                        contrast=jitter, saturation=jitter, hue=hue, mean=mean, std=std)
+
+
 def eval_transform(size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> v2.Compose:
     return v2.Compose([v2.Resize((size, size), antialias=True),
                        v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])

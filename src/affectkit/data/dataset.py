@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from ..io import atomic_write, atomic_write_json
 from .errors import DataError
@@ -124,3 +124,34 @@ class FaceDataset(Dataset):
             image = self.transform(image)
         return {"image": image, "va": self.va[i], "expression": self.expression[i],
                 "au": self.au[i], "index": i}
+
+    def name(self, i: int) -> str:
+        """Where item ``i`` comes from (its file), for error messages."""
+        return self.paths[i] if self.paths is not None else \
+            f"{self.packed.path}[{int(self.rows[i])}] ({self.table.images[i]})"
+
+    def collate(self, items: list[dict]) -> dict:
+        """``default_collate``, with an error naming two images of different sizes where a
+        batch of un-resized images (batched augmentation) cannot be stacked."""
+        shapes = {tuple(it["image"].shape) for it in items}
+        if len(shapes) > 1:
+            first = items[0]
+            other = next(it for it in items if it["image"].shape != first["image"].shape)
+            raise DataError(self.name(other["index"]), None,
+                            f"image of size {tuple(other['image'].shape)} in a batch with "
+                            f"{self.name(first['index'])} of size "
+                            f"{tuple(first['image'].shape)}: batched augmentation needs one "
+                            "size; set data.load_size (e.g. 112) or read a pack "
+                            "(affectkit data pack)")
+        return default_collate(items)
+
+
+class LoadResize:
+    """Per-sample part of batched augmentation: uint8 in, uint8 square ``size`` out (or
+    as is when ``size`` is None): the rest happens on the training device."""
+
+    def __init__(self, size: int | None = None):
+        self.size = size
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return image if self.size is None else resize_square(image, self.size)

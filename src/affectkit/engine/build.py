@@ -12,11 +12,12 @@ import logging
 from functools import partial
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from ..config import Config, ModelConfig
-from ..data.augment import eval_transform, train_transform
-from ..data.dataset import FaceDataset, PackedImages
+from ..data.augment import eval_transform, train_batch_augment, train_transform
+from ..data.dataset import FaceDataset, LoadResize, PackedImages
 from ..data.discover import LAYOUTS, open_dataset
 from ..data.errors import DataError
 from ..data.table import FaceTable
@@ -148,12 +149,20 @@ def _packed_for(packed: str | None, table: FaceTable, what: str) -> PackedImages
     return None
 
 
-def build_datasets(cfg: Config, tables: tuple[FaceTable, FaceTable] | None = None
-                   ) -> tuple[FaceDataset, FaceDataset]:
-    """(train, val) datasets: the paper's train transform and the plain eval transform."""
+def batch_augment_on(cfg: Config, device: torch.device | str | None) -> bool:
+    """Whether training augmentation runs batched on the device (``data.augment``)."""
+    mode = cfg.data.augment
+    if mode == "auto":
+        return device is not None and torch.device(device).type == "cuda"
+    return mode == "batch"
+
+
+def face_datasets(cfg: Config, train: FaceTable, val: FaceTable, transform
+                  ) -> tuple[FaceDataset, FaceDataset]:
+    """(train, val) datasets over the JPEGs or ``data.packed``: ``transform`` for
+    training, the plain eval transform for validation; an empty split is an error."""
     d = cfg.data
-    train, val = tables if tables is not None else open_splits(cfg)
-    train_ds = FaceDataset(train, train_transform(d.img_size, d.resize, d.jitter, d.hue),
+    train_ds = FaceDataset(train, transform,
                            packed=_packed_for(d.packed, train, "train"), missing=d.missing)
     val_ds = FaceDataset(val, eval_transform(d.img_size),
                          packed=_packed_for(d.packed, val, "val"), missing=d.missing)
@@ -164,18 +173,35 @@ def build_datasets(cfg: Config, tables: tuple[FaceTable, FaceTable] | None = Non
     return train_ds, val_ds
 
 
-def build_job(cfg: Config, tables: tuple[FaceTable, FaceTable] | None = None) -> Job:
-    """Everything ``engine.loop.train`` runs for ``cfg``: model, task, datasets, scoring.
-    MAE pretraining (``model.kind: mae``) is built by ``engine.pretrain``."""
+def build_datasets(cfg: Config, tables: tuple[FaceTable, FaceTable] | None = None,
+                   batch_augment: bool = False) -> tuple[FaceDataset, FaceDataset]:
+    """(train, val) datasets: the paper's train transform (or, with ``batch_augment``,
+    uint8 faces for ``train_batch_augment`` on the device) and the plain eval transform."""
+    d = cfg.data
+    train, val = tables if tables is not None else open_splits(cfg)
+    transform = LoadResize(d.load_size) if batch_augment else \
+        train_transform(d.img_size, d.resize, d.jitter, d.hue)
+    return face_datasets(cfg, train, val, transform)
+
+
+def build_job(cfg: Config, tables: tuple[FaceTable, FaceTable] | None = None,
+              device: torch.device | str | None = None) -> Job:
+    """Everything ``engine.loop.train`` runs for ``cfg`` on ``device``: model, task,
+    datasets, scoring, on-device augmentation (``data.augment``). MAE pretraining
+    (``model.kind: mae``) is built by ``engine.pretrain``."""
     train_table, val_table = tables if tables is not None else open_splits(cfg)
+    batched = batch_augment_on(cfg, device)
     if cfg.model.kind == "mae":
         from .pretrain import build_mae_job
 
-        return build_mae_job(cfg, (train_table, val_table))
-    train_ds, val_ds = build_datasets(cfg, (train_table, val_table))
+        return build_mae_job(cfg, (train_table, val_table), batch_augment=batched)
+    train_ds, val_ds = build_datasets(cfg, (train_table, val_table), batch_augment=batched)
+    d = cfg.data
     cotex = cfg.model.kind == "cotex"
     return Job(model=build_model(cfg), task=build_task(cfg, train_table),
                train_ds=train_ds, val_ds=val_ds, collect=collect_predictions,
+               augment=train_batch_augment(d.img_size, d.resize, d.jitter, d.hue)
+               if batched else None,
                score=partial(score_predictions, labels=model_labels(cfg)),
                forward_kwargs={} if cotex or not cfg.model.mask_ratio
                else {"mask_ratio": cfg.model.mask_ratio})

@@ -27,10 +27,13 @@ from torch.utils.data import Dataset
 class Job:
     model: nn.Module  # forward(images, **forward_kwargs) -> dict of named outputs
     task: Callable[[dict, dict], dict[str, torch.Tensor]]  # -> named losses incl. "loss"
-    train_ds: Dataset  # items: dicts with "image" (3, H, W) float and "index" (int)
+    train_ds: Dataset  # items: "image" (3, H, W) float (uint8 with ``augment``), "index"
     val_ds: Dataset | None
     collect: Callable[[dict, dict], dict[str, torch.Tensor]]  # (outputs, batch) -> per sample
     score: Callable[[dict[str, np.ndarray]], dict]  # whole-set arrays -> {"score": ..., ...}
     forward_kwargs: dict = field(default_factory=dict)  # training-mode forward extras
+    # batched training augmentation on the device: uint8 (B, 3, H, W) -> normalised float;
+    # None: ``train_ds`` items are already augmented (per sample, in the DataLoader)
+    augment: nn.Module | None = None
     # called on the main rank after each validated epoch: (model, run_dir, epoch, scores)
     on_epoch_end: Callable[[nn.Module, Path, int, dict], None] | None = None

@@ -18,7 +18,13 @@ batches of an epoch resumes by skipping exactly those batches, and every RNG
 (augmentation, dropout, token masking; each rank's own) is restored from the checkpoint.
 With ``data.num_workers == 0`` a killed-and-resumed run ends with bitwise the weights of
 an uninterrupted one (tested with 1 and 2 processes); with workers the data order is
-still exact, but the workers' augmentation streams restart.
+still exact, but the workers' augmentation streams restart. Batched augmentation on the
+device (``data.augment``, ``Job.augment``) draws from the device's RNG, which is
+checkpointed too, so it resumes exactly with workers as well.
+
+Speed: the batch losses stay on the device and are read back (one sync) only every
+``run.log_every`` steps, at checkpoints and at the end of an epoch; the time spent
+waiting for the DataLoader is logged as ``data_wait`` (a share of the training time).
 """
 
 from __future__ import annotations
@@ -84,11 +90,13 @@ def epoch_order(n: int, seed: int, epoch: int, rank: int = 0, world_size: int = 
 
 
 class _Boundary:
-    """Loop position, epoch sums and RNGs right after an optimiser step."""
+    """Loop position, epoch sums (with the loss sums still on the device) and RNGs right
+    after an optimiser step."""
 
-    def __init__(self, state: TrainState, sums: dict):
+    def __init__(self, state: TrainState, sums: dict, pending: dict[str, torch.Tensor]):
         self.state = TrainState(**vars(state))
         self.sums = json.loads(json.dumps(sums))
+        self.pending = dict(pending)  # the tensors are replaced, never changed in place
         self.rng = capture_rng()
 
 
@@ -220,8 +228,12 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
     seed_everything(r.seed + rank)  # DDP broadcasts rank 0's initial weights
     device = dist.device_for(info)
 
-    job = build_job(cfg, tables if tables is not None else open_splits(cfg))
+    job = build_job(cfg, tables if tables is not None else open_splits(cfg), device=device)
     task, model = job.task, job.model
+    augment = job.augment.to(device) if job.augment is not None else None
+    if main and augment is not None:
+        log.info("training augmentation batched on %s (data.augment=%s)", device,
+                 cfg.data.augment)
     if isinstance(getattr(task, "au_pos_weight", None), torch.Tensor):
         task.au_pos_weight = task.au_pos_weight.to(device)
     model = model.to(device)
@@ -243,14 +255,14 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
         total_steps = min(total_steps, max_steps)
     peak = scaled_lr(o.base_lr, o.batch_size, o.accum_steps, world)
     optimizer = build_optimizer(model, peak, o.weight_decay, o.layer_decay, o.betas)
-    scheduler = WarmupCosine(optimizer, peak, min(o.warmup_epochs * steps_per_epoch,
+    scheduler = WarmupCosine(optimizer, peak, min(round(o.warmup_epochs * steps_per_epoch),
                                                   o.epochs * steps_per_epoch),
                              o.epochs * steps_per_epoch, min_lr=min(o.min_lr, peak))
     scaler = torch.amp.GradScaler("cuda") if amp_dtype is torch.float16 else None
 
     config_dict = config_to_dict(cfg)
     state = TrainState()
-    sums: dict = {"losses": {}, "batches": 0, "images": 0, "seconds": 0.0}
+    sums: dict = {"losses": {}, "batches": 0, "images": 0, "seconds": 0.0, "wait": 0.0}
     metrics = _MetricsLog(run_dir / METRICS)
     last = latest_checkpoint(run_dir) if resume else None
     if last is not None:
@@ -295,6 +307,33 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
     # the loop's position at the last optimiser-step boundary, for a Ctrl-C save that
     # resumes as exactly as a periodic one (a kill mid-batch must not record that batch)
     boundary = None
+    # per-batch losses stay on the device (float64: sums exact in any grouping) until a
+    # flush; reading them every batch would make the CPU wait for the GPU at every step
+    pending: dict[str, torch.Tensor] = {}
+    flushed_at = state.step
+
+    def flush() -> dict[str, float]:
+        """Add the pending loss sums to ``sums`` (one device sync); stop on a non-finite
+        loss before anything is saved. Returns the latest batch's losses."""
+        nonlocal flushed_at
+        if not pending:
+            return {}
+        names = sorted(pending)
+        values = torch.stack([pending[k] for k in names]
+                             + [latest_losses[k] for k in names]).tolist()
+        totals, latest = dict(zip(names, values)), dict(zip(names, values[len(names):]))
+        bad = {k: v for k, v in totals.items() if not np.isfinite(v)}
+        if bad:
+            raise FloatingPointError(
+                f"loss is not finite in epoch {state.epoch}, optimiser steps "
+                f"{flushed_at}..{state.step}: sums {bad}, last batch {latest}")
+        for k, v in totals.items():
+            sums["losses"][k] = sums["losses"].get(k, 0.0) + v
+        pending.clear()
+        flushed_at = state.step
+        return latest
+
+    latest_losses: dict[str, torch.Tensor] = {}
     model.train()
     bar = None
     try:
@@ -311,12 +350,23 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
                        for i in range(micro_per_epoch)]
             loader = DataLoader(job.train_ds, batch_sampler=batches[state.micro_step:],
                                 num_workers=cfg.data.num_workers,
+                                collate_fn=getattr(job.train_ds, "collate", None),
                                 pin_memory=device.type == "cuda",
                                 generator=_loader_generator(r.seed, epoch, state.micro_step))
             bar.set_description(f"epoch {epoch + 1}/{o.epochs}")
             t0 = time.perf_counter()
-            for batch in loader:
-                batch = to_device(batch, device, channels_last)
+            batch_iter = iter(loader)
+            while True:
+                t_wait = time.perf_counter()
+                batch = next(batch_iter, None)
+                sums["wait"] = sums.get("wait", 0.0) + time.perf_counter() - t_wait
+                if batch is None:
+                    break
+                batch = to_device(batch, device)
+                if augment is not None:
+                    batch["image"] = augment(batch["image"])
+                if channels_last:
+                    batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
                 syncs = (state.micro_step + 1) % o.accum_steps == 0
                 sync = nullcontext() if syncs or world == 1 else ddp_model.no_sync()
                 ctx = torch.autocast(device.type, amp_dtype) if amp_dtype else nullcontext()
@@ -325,12 +375,10 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
                         out = fwd_model(batch["image"], **job.forward_kwargs)
                         losses = task(out, batch)
                     loss = losses["loss"].float() / o.accum_steps
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, "
-                                                 f"step {state.step}: {losses}")
                     (scaler.scale(loss) if scaler is not None else loss).backward()
-                for k, v in losses.items():
-                    sums["losses"][k] = sums["losses"].get(k, 0.0) + float(v.detach())
+                latest_losses = {k: v.detach().double() for k, v in losses.items()}
+                for k, v in latest_losses.items():
+                    pending[k] = pending[k] + v if k in pending else v
                 sums["batches"] += 1
                 sums["images"] += len(batch["image"])
                 state.micro_step += 1
@@ -351,27 +399,33 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
                 scheduler.step()
                 state.step += 1
                 steps_this_call += 1
-                elapsed = sums["seconds"] + time.perf_counter() - t0
-                ips = world * sums["images"] / elapsed if elapsed > 0 else 0.0
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(losses['loss'].detach()):.4f}", img_s=f"{ips:.1f}",
-                                lr=f"{lr:.2e}")
-                if tb is not None and state.step % r.log_every == 0:
-                    for k, v in losses.items():
-                        tb.add_scalar(f"train/{k}", float(v.detach()), state.step)
-                    tb.add_scalar("train/lr", lr, state.step)
-                    tb.add_scalar("train/img_per_s", ips, state.step)
                 end_of_epoch = state.micro_step >= micro_per_epoch
+                if state.step % r.log_every == 0 or end_of_epoch:
+                    latest = flush()
+                    elapsed = sums["seconds"] + time.perf_counter() - t0
+                    ips = world * sums["images"] / elapsed if elapsed > 0 else 0.0
+                    wait = sums["wait"] / elapsed if elapsed > 0 else 0.0
+                    bar.set_postfix(loss=f"{latest['loss']:.4f}", img_s=f"{ips:.1f}",
+                                    wait=f"{wait:.0%}", lr=f"{lr:.2e}")
+                    if tb is not None and state.step % r.log_every == 0:
+                        for k, v in latest.items():
+                            tb.add_scalar(f"train/{k}", v, state.step)
+                        tb.add_scalar("train/lr", lr, state.step)
+                        tb.add_scalar("train/img_per_s", ips, state.step)
+                        tb.add_scalar("train/data_wait", wait, state.step)
                 if not end_of_epoch and state.step % every == 0:
+                    flush()
                     sums["seconds"] += time.perf_counter() - t0
                     t0 = time.perf_counter()
                     save_last()
-                boundary = _Boundary(state, sums) if world == 1 else None
+                boundary = _Boundary(state, sums, pending) if world == 1 else None
                 if stop_after_steps is not None and steps_this_call >= stop_after_steps:
                     raise SimulatedKill(f"stopped after {steps_this_call} steps")
                 if state.step >= total_steps:
                     break
             sums["seconds"] += time.perf_counter() - t0
+            flush()
             if state.micro_step < micro_per_epoch:  # max_steps reached mid-epoch
                 save_last()
                 break
@@ -404,7 +458,7 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
             if main:
                 metrics.append(row)
             state.epoch, state.micro_step = epoch + 1, 0
-            sums = {"losses": {}, "batches": 0, "images": 0, "seconds": 0.0}
+            sums = {"losses": {}, "batches": 0, "images": 0, "seconds": 0.0, "wait": 0.0}
             boundary = None
             save_last()
     except SimulatedKill:
@@ -412,6 +466,9 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
     except KeyboardInterrupt:
         if boundary is not None:  # interrupted inside a step: keep its start
             state, sums = boundary.state, boundary.sums
+            pending.clear()
+            pending.update(boundary.pending)
+            flush()
             with _rng_restored(boundary.rng):
                 save_last()
             log.warning("interrupted: saved %s at epoch %d, step %d; run again to resume",
@@ -437,6 +494,8 @@ def _epoch_row(epoch: int, step: int, lr: float, sums: dict, world: int) -> dict
     return {"epoch": epoch, "step": step,
             "train": {k: v / n for k, v in zip(names, totals[:-2])}, "lr": lr,
             "img_per_s": totals[-1] / sums["seconds"] if sums["seconds"] else None,
+            # share of the training time spent waiting for the DataLoader (this rank)
+            "data_wait": sums.get("wait", 0.0) / sums["seconds"] if sums["seconds"] else None,
             "world_size": world}
 
 

@@ -27,9 +27,8 @@ from torchvision.transforms import v2
 from torchvision.utils import make_grid
 
 from ..config import Config
-from ..data.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
-from ..data.dataset import FaceDataset
-from ..data.errors import DataError
+from ..data.augment import IMAGENET_MEAN, IMAGENET_STD, BatchAugment
+from ..data.dataset import LoadResize
 from ..data.folders import drop_corrupt
 from ..data.table import FaceTable
 from ..io import atomic_write
@@ -37,7 +36,7 @@ from ..models.backbone import create_backbone, num_kept
 from ..models.checkpoint import load_state_dict_file, save_mae_checkpoint
 from ..models.mae import MAE
 from ..tasks import MAETask
-from .build import _packed_for
+from .build import _packed_for, face_datasets
 from .job import Job
 
 log = logging.getLogger(__name__)
@@ -185,22 +184,26 @@ def _checked(table: FaceTable, cfg: Config, what: str) -> FaceTable:
     return out
 
 
-def build_mae_job(cfg: Config, tables: tuple[FaceTable, FaceTable]) -> Job:
+def mae_batch_augment(size: int, scale: tuple[float, float] = (0.2, 1.0),
+                      mean=IMAGENET_MEAN, std=IMAGENET_STD) -> BatchAugment:
+    """``mae_train_transform`` batched on the device (bilinear rather than bicubic)."""
+    return BatchAugment(size, scale=scale, ratio=(3 / 4, 4 / 3), brightness=0.0,
+                        contrast=0.0, saturation=0.0, hue=0.0, mean=mean, std=std)
+
+
+def build_mae_job(cfg: Config, tables: tuple[FaceTable, FaceTable],
+                  batch_augment: bool = False) -> Job:
     """The MAE pretraining ``Job`` for the loop: model, task, datasets (labels ignored: any
     layout's image lists work), per-sample validation loss, and the per-epoch encoder
-    export and reconstruction grid (``on_epoch_end``)."""
+    export and reconstruction grid (``on_epoch_end``). ``batch_augment``: the crops and
+    flips run on the training device (``mae_batch_augment``)."""
     if cfg.model.kind != "mae":
         raise ValueError(f"build_mae_job needs model.kind 'mae', got {cfg.model.kind!r}")
     d = cfg.data
     train_table, val_table = (_checked(t, cfg, w) for t, w in zip(tables, ("train", "val")))
-    train_ds = FaceDataset(train_table, mae_train_transform(d.img_size, cfg.mae.crop_scale),
-                           packed=_packed_for(d.packed, train_table, "train"), missing=d.missing)
-    val_ds = FaceDataset(val_table, eval_transform(d.img_size),
-                         packed=_packed_for(d.packed, val_table, "val"), missing=d.missing)
-    if len(train_ds) == 0:
-        raise DataError(d.root, None, f"split {d.train_split!r} has no images")
-    if len(val_ds) == 0:
-        raise DataError(d.root, None, f"split {d.val_split!r} has no images")
+    transform = LoadResize(d.load_size) if batch_augment else \
+        mae_train_transform(d.img_size, cfg.mae.crop_scale)
+    train_ds, val_ds = face_datasets(cfg, train_table, val_table, transform)
     model = build_mae_model(cfg)
     log.info("MAE: %s at %d px, %d patches, mask ratio %g (%d visible), decoder %dx%d, "
              "norm_pix_loss %s; %d train / %d val images", cfg.model.backbone, d.img_size,
@@ -231,4 +234,6 @@ def build_mae_job(cfg: Config, tables: tuple[FaceTable, FaceTable]) -> Job:
                              run_dir / RECON_DIR / f"epoch_{epoch:03d}.png")
 
     return Job(model=model, task=MAETask(), train_ds=train_ds, val_ds=val_ds,
-               collect=collect, score=score, forward_kwargs={}, on_epoch_end=on_epoch_end)
+               collect=collect, score=score, forward_kwargs={}, on_epoch_end=on_epoch_end,
+               augment=mae_batch_augment(d.img_size, cfg.mae.crop_scale)
+               if batch_augment else None)

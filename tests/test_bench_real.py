@@ -1,0 +1,142 @@
+"""The real-data benchmark harness (benchmarks/real): folds, names, claim verdicts, and
+one end-to-end smoke run on the real CK+ and FER2013 faces."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # benchmarks/ is not installed with the package
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.real import report  # noqa: E402
+from benchmarks.real.common import (  # noqa: E402
+    decode_labels,
+    encode_labels,
+    parse_model,
+    pick_subjects,
+    subject_folds,
+)
+
+
+def test_subject_folds_never_split_a_subject_and_balance_images():
+    rng = np.random.default_rng(0)
+    subjects = np.repeat([f"S{i:03d}" for i in range(40)], rng.integers(3, 30, 40))
+    folds = subject_folds(subjects, 5, seed=0)
+    for s in np.unique(subjects):
+        assert len(set(folds[subjects == s])) == 1, s
+    sizes = np.bincount(folds, minlength=5)
+    assert sizes.min() > 0 and sizes.max() - sizes.min() <= 30  # within one subject's images
+    assert (subject_folds(subjects, 5, seed=0) == folds).all()  # fixed by its seed
+    with pytest.raises(ValueError, match="3 subjects cannot make 5 folds"):
+        subject_folds(["a", "b", "c"], 5)
+
+
+def test_pick_subjects_is_a_seeded_fraction():
+    subjects = [f"S{i}" for i in range(20)] * 3
+    picked = pick_subjects(subjects, 0.15, seed=7)
+    assert len(picked) == 3 and picked == pick_subjects(subjects, 0.15, seed=7)
+    assert len(pick_subjects(subjects[:2], 0.1, seed=0)) == 1  # at least one
+
+
+def test_model_names():
+    assert parse_model("cnn") == {"kind": "cnn", "init": "random", "mask_ratio": 0.0}
+    assert parse_model("vit-mae")["mask_ratio"] == 0.0
+    assert parse_model("cotex-mae")["mask_ratio"] == 0.75  # the paper's submitted ratio
+    assert parse_model("cotex-random-r0.9") == {"kind": "cotex", "init": "random",
+                                                 "mask_ratio": 0.9}
+    for bad in ("vit", "vit-imagenet", "cotex-mae-0.5", "resnet"):
+        with pytest.raises(ValueError, match="unknown model name"):
+            parse_model(bad)
+
+
+def test_label_strings_round_trip():
+    v = np.array([0, 6, 3, 9, 1])
+    assert encode_labels(v) == "06391"
+    assert (decode_labels(encode_labels(v)) == v).all()
+    with pytest.raises(ValueError):
+        encode_labels([10])
+
+
+def test_verdicts():
+    assert report.verdict_from_diffs([0.05, 0.04, 0.06])["verdict"] == "holds"
+    assert report.verdict_from_diffs([-0.05, -0.04, -0.06])["verdict"] == "does not hold"
+    assert report.verdict_from_diffs([0.05, -0.04, 0.01])["verdict"] == "inconclusive"
+    assert report.verdict_from_diffs([0.05])["verdict"] == "inconclusive"  # no spread
+    assert report.verdict_from_diffs([])["verdict"] == "not measured"
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 6, 600)
+    good = np.where(rng.random(600) < 0.8, truth, rng.integers(0, 6, 600))
+    bad = rng.integers(0, 6, 600)
+    draws = report.bootstrap_diff(truth, good, bad, 6, n=300)
+    margin = report.macro_f1(truth, good, 6) - report.macro_f1(truth, bad, 6)
+    assert report.verdict_from_bootstrap(margin, draws, 1)["verdict"] == "holds"
+    assert report.verdict_from_bootstrap(-margin, -draws, 1)["verdict"] == "does not hold"
+
+
+def test_macro_f1_counts_every_class():
+    """The report's vectorised F1 (for bootstraps) is the challenge's: a class never
+    predicted counts 0, and it matches affectkit.metrics."""
+    from affectkit.metrics import expr_scores
+
+    rng = np.random.default_rng(1)
+    truth, pred = rng.integers(0, 7, 300), rng.integers(0, 6, 300)  # class 6 never predicted
+    ref = expr_scores(truth, pred, [str(i) for i in range(7)])["expr_f1"]
+    assert report.macro_f1(truth, pred, 7) == pytest.approx(ref, abs=1e-12)
+
+
+def test_speed_claim_needs_monotone_and_10_percent():
+    names = ["cotex-mae-r0", "cotex-mae-r0.5", "cotex-mae-r0.75", "cotex-mae-r0.9"]
+
+    def runs(ips):
+        return [{"extra": {"speed_probe": {n: {"median": v} for n, v in zip(names, ips)}},
+                 "models": {}}]
+
+    assert report.speed_claim(runs([10, 20, 30, 40]), names)["verdict"] == "holds"
+    assert report.speed_claim(runs([10, 20, 15, 40]), names)["verdict"] == "inconclusive"
+    assert report.speed_claim(runs([10, 9, 9.5, 9]), names)["verdict"] == "does not hold"
+
+
+def test_ckplus_and_cross_domain_smoke_on_real_faces(shared_data, tmp_path):
+    """The harness end to end on a few hundred real faces (smoke profile, random init so
+    no MAE): CK+ AU folds by subject with one CNN, FER2013 -> CK+ with a ViT and CoTEX at
+    two mask ratios; results JSON and the generated report."""
+    import torch
+
+    from benchmarks.real.run import main
+
+    args = ["--profile", "smoke", "--out", str(tmp_path / "results"),
+            "--work", str(tmp_path / "work"), "--threads", str(torch.get_num_threads())]
+    threads = torch.get_num_threads()
+    try:
+        _smoke(main, args, tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _smoke(main, args, tmp_path):
+    assert main(["ckplus", "--models", "au/cnn", *args]) == 0
+    ck = json.loads((tmp_path / "results" / "ckplus-smoke-s0.json").read_text())
+    assert ck["data"]["folds"] == 2 and ck["data"]["au_images"] == 684
+    assert sum(f["au_images"] for f in ck["data"]["fold_sizes"]) == 684
+    entry = ck["models"]["au/cnn"]
+    assert entry["pooled"]["n"] == 684  # every AU-coded image scored once, in its test fold
+    assert set(entry["pooled"]["f1_per_au"]) == set(report.ABAW_AUS)
+    assert ck["environment"]["git_sha"] and ck["finished"]
+
+    models = "vit-random,cotex-random-r0,cotex-random-r0.9"
+    assert main(["cross-domain", "--init", "random", "--models", models, *args]) == 0
+    cd = json.loads((tmp_path / "results" / "cross-domain-smoke-s0.json").read_text())
+    assert set(cd["models"]) == set(models.split(","))
+    for m in cd["models"].values():
+        assert 0.0 <= m["ckplus"]["p_lsd"] <= 1.0 and len(m["ckplus"]["pred"]) == 128
+    probe = cd["extra"]["speed_probe"]
+    assert probe["cotex-random-r0.9"]["median"] > 0
+    md = (tmp_path / "results" / "RESULTS.md").read_text()
+    assert "## Profile `smoke`" in md and "Cross-domain" in md and "CK+" in md
+    assert "A larger mask ratio trains faster" in md
