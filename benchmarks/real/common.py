@@ -77,8 +77,11 @@ def _cpu_name() -> str:
 
 
 def _git_dirty() -> bool | None:
+    """Whether tracked files differ from the commit, not counting what the harness itself
+    writes (the results and the report)."""
     try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                              ".", ":!benchmarks/RESULTS.md", ":!benchmarks/results"],
                              cwd=REPO, capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
@@ -549,6 +552,9 @@ class Context:
     results: Results
     only: list[str] | None = None  # --models: run only these (others kept from the file)
     _mae: dict = dataclasses.field(default_factory=dict)
+    # the MAE's own seed and profile-and-seed folder (--mae-seed; default: the training's)
+    mae_seed: int | None = None
+    mae_work: Path | None = None
 
     def wants(self, name: str) -> bool:
         return self.only is None or name in self.only
@@ -563,9 +569,12 @@ class Context:
         if "error" in self._mae:
             raise NotMeasured(self._mae["error"])
         if "encoder" not in self._mae:
-            log.info("MAE pretraining on FER2013 Training images (%s)", self.work / "mae-fer2013")
+            work = self.mae_work or self.work
+            seed = self.seed if self.mae_seed is None else self.mae_seed
+            log.info("MAE pretraining on FER2013 Training images (%s)", work / "mae-fer2013")
             try:
-                encoder, info = mae_encoder(self.profile, self.data_root, self.work, self.seed)
+                encoder, info = mae_encoder(self.profile, self.data_root, work, seed)
+                info["seed"] = seed
             except NotMeasured as e:
                 self._mae["error"] = str(e)
                 raise

@@ -43,6 +43,7 @@ from .common import (
     model_config,
     open_ckplus,
     open_fer2013,
+    parse_model,
     predict,
     relabel,
     train_and_load,
@@ -52,7 +53,10 @@ log = logging.getLogger("benchmarks.real.cross_domain")
 
 
 def model_names(p: dict, init: str) -> list[str]:
-    return [f"vit-{init}"] + [f"cotex-{init}-r{r:g}" for r in p["ratios"]]
+    """The profile's reference models (a CNN from random init: is the task learnable at
+    this budget?), the single ViT and CoTEX at each mask ratio."""
+    return [*p.get("reference", []), f"vit-{init}"] + [f"cotex-{init}-r{r:g}"
+                                                      for r in p["ratios"]]
 
 
 def speed_probe(configs: dict, table, batch: int, rounds: int, steps: int) -> dict:
@@ -148,12 +152,12 @@ def run(ctx: Context, init: str | None = None) -> None:
         return
     configs = {}
     for name in names:
-        kind = "vit" if name.startswith("vit") else "cotex"
-        ratio = 0.0 if kind == "vit" else float(name.rsplit("-r", 1)[1])
+        spec = parse_model(name)
         configs[name] = model_config(
-            kind, tr, run_dir=ctx.work / "cross-domain" / name, seed=ctx.seed,
-            epochs=p["epochs"], data_root=ctx.data_root / "fer2013", pretrained=weights,
-            mask_ratio=ratio, num_classes=len(LSD), expr_labels="lsd")
+            spec["kind"], tr, run_dir=ctx.work / "cross-domain" / name, seed=ctx.seed,
+            epochs=p["epochs"], data_root=ctx.data_root / "fer2013",
+            pretrained=weights if spec["init"] == init else None,
+            mask_ratio=spec["mask_ratio"], num_classes=len(LSD), expr_labels="lsd")
     if p.get("probe_rounds") and configs:
         log.info("cross-domain: speed probe over %d models", len(configs))
         probe = speed_probe({n: c for n, (c, _) in configs.items()}, train, tr["batch"],
@@ -177,7 +181,7 @@ def run(ctx: Context, init: str | None = None) -> None:
         on_val.pop("pred")
         on_val.pop("truth")
         ctx.results.model(name, {
-            "kind": cfg.model.kind if cfg.model.kind == "cotex" else "vit", "init": init,
+            "kind": parse_model(name)["kind"], "init": parse_model(name)["init"],
             "mask_ratio": cfg.model.mask_ratio, "backbone": cfg.model.backbone,
             "img_size": cfg.data.img_size, "ckplus": on_ck, "fer_private": on_fer,
             "fer_public": on_val, "train": info,

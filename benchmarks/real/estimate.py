@@ -89,11 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             mask_ratio=s["mask_ratio"], num_classes=len(CKPLUS), expr_labels="ckplus")[0]
     pcd = prof["cross-domain"]
     for name in model_names(pcd, "mae"):
-        kind = "vit" if name.startswith("vit") else "cotex"
-        ratio = 0.0 if kind == "vit" else float(name.rsplit("-r", 1)[1])
+        s = parse_model(name)
         configs[f"cross/{name}"] = model_config(
-            kind, tr, run_dir=tmp, seed=0, epochs=1, data_root=data, mask_ratio=ratio,
-            num_classes=len(LSD), expr_labels="lsd")[0]
+            s["kind"], tr, run_dir=tmp, seed=0, epochs=1, data_root=data,
+            mask_ratio=s["mask_ratio"], num_classes=len(LSD), expr_labels="lsd")[0]
     # identical configs measure once
     uniq: dict[str, str] = {}
     for k, c in configs.items():

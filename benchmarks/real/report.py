@@ -41,6 +41,9 @@ BENCH_ORDER = {"mae": -1, "fer2013": 0, "ckplus": 1, "cross-domain": 2}
 ABAW_AUS = ("AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU15", "AU23", "AU24",
             "AU25", "AU26")
 N_BOOT = 2000
+# a model whose test accuracy is less than this above always predicting the training set's
+# majority class has learned (next to) nothing
+CHANCE_MARGIN = 0.05
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -246,12 +249,18 @@ def _pretrain_line(runs: list[dict]) -> str | None:
         return None
     p = pre[0]
     rl = [x for x in (p.get("recon_loss_by_epoch") or []) if x is not None]
-    return (f"MAE pretraining (recipe `{p.get('recipe')}`, {p.get('train_images'):,} FER2013 "
+    missing = get(p, "fine_tune_load", "missing", default=[])
+    mae_seeds = sorted({x.get("seed", r["seed"]) for x, r in
+                        ((r["pretrain"], r) for r in runs if r.get("pretrain"))})
+    shared = "" if mae_seeds == sorted(r["seed"] for r in runs) else \
+        f"MAE seed {', '.join(map(str, mae_seeds))} for every training seed; "
+    return (f"MAE pretraining ({shared}recipe `{p.get('recipe')}`, "
+            f"{p.get('train_images'):,} FER2013 "
             f"Training images, labels unused, {p.get('epochs')} epochs, "
             f"{num(p.get('train_img_per_s'))} img/s): validation reconstruction loss "
             + (f"{rl[0]:.3f} -> {rl[-1]:.3f}" if rl else "–")
-            + f"; fine-tuning loads every encoder weight except "
-            f"{', '.join(get(p, 'fine_tune_load', 'missing', default=[])) or 'none'}.")
+            + "; fine-tuning loads every encoder weight"
+            + (f" except {', '.join(missing)} (new, random init)." if missing else "."))
 
 
 def _models(runs: list[dict]) -> list[str]:
@@ -265,6 +274,17 @@ def _models(runs: list[dict]) -> list[str]:
 
 def _collect(runs, name, *keys):
     return [get(r, "models", name, *keys) for r in runs]
+
+
+def majority(train_counts: dict | None, test_counts: dict | None) -> tuple[float, float] | None:
+    """(accuracy, macro F1) of always predicting the training set's most frequent class:
+    what a model that learned nothing but the class prior scores on the test set."""
+    if not train_counts or not test_counts:
+        return None
+    top = max(train_counts, key=train_counts.get)
+    n = sum(test_counts.values())
+    p = test_counts.get(top, 0) / n if n else 0.0
+    return p, (2 * p / (1 + p) if p else 0.0) / len(test_counts)
 
 
 def mae_section(runs: list[dict]) -> list[str]:
@@ -298,6 +318,11 @@ def fer2013_section(runs: list[dict]) -> list[str]:
             f"{pct_sd(_collect(runs, n, 'public', 'f1'))} | "
             f"{'/'.join(str(b + 1) for b in best if b is not None)} / {eps[0]} | "
             f"{num(mean_sd(_collect(runs, n, 'train', 'train_img_per_s'))[0])} |")
+    maj = majority(get(runs[0], "data", "train", "classes"),
+                   get(runs[0], "data", "test", "classes"))
+    if maj:
+        lines.append(f"| *majority class of the training set (the class prior, learned "
+                     f"nothing else)* | | | *{pct(maj[0])}* | *{pct(maj[1])}* | | | |")
     for label, _, text in get(runs[0], "extra", "published_private_acc", default=[]) or []:
         lines.append(f"| *published: {label}* | | | *{text}* | | | | |")
     classes = get(runs[0], "data", "classes") or []
@@ -341,6 +366,11 @@ def ckplus_section(runs: list[dict]) -> list[str]:
         if pos:
             lines.append("| *positives (of " + str(d.get("au_images")) + ")* | | | | | "
                          + " | ".join(str(pos.get(a, "")) for a in ABAW_AUS) + " | |")
+            n = d.get("au_images") or 0
+            rates = [pos.get(a, 0) / n if n else 0.0 for a in ABAW_AUS]
+            f1 = [2 * p / (1 + p) if p else 0.0 for p in rates]  # precision p, recall 1
+            lines.append(f"| *every AU always on (learned nothing)* | | {pct(np.mean(f1))} | | "
+                         "| " + " | ".join(pct(x, 0) for x in f1) + " | |")
         lines.append("")
     if ex:
         lines += ["Expression, 7 classes (contempt included):", "",
@@ -353,6 +383,10 @@ def ckplus_section(runs: list[dict]) -> list[str]:
             lines.append(f"| `{n}` | {m.get('init')} | {pct_sd(_collect(runs, n, 'pooled', 'acc'))}"
                          f" | {pct_sd(folds)} | {pct_sd(_collect(runs, n, 'pooled', 'f1'))} | "
                          f"{num(mean_sd(_collect(runs, n, 'train_img_per_s'))[0])} |")
+        maj = majority(d.get("classes"), d.get("classes"))  # folds share the class mix
+        if maj:
+            lines.append(f"| *majority class (learned nothing)* | | *{pct(maj[0])}* | | "
+                         f"*{pct(maj[1])}* | |")
         for label, _, text in get(runs[0], "extra", "published", default=[]) or []:
             lines.append(f"| *published: {label}* | | *{text}* | | | |")
     return lines
@@ -366,9 +400,9 @@ def cross_section(runs: list[dict]) -> list[str]:
              f"and {get(d, 'fer_test', 'images')} FER2013 PrivateTest faces (in-domain). "
              f"Init: {d.get('init')}. Probe: one training step on a resident batch, "
              "interleaved rounds (median).", "",
-             "| model | mask ratio | CK+ P_LSD % | CK+ acc % | FER PrivateTest F1 % | "
+             "| model | init | mask ratio | CK+ P_LSD % | CK+ acc % | FER PrivateTest F1 % | "
              "PublicTest F1 % | train img/s (run) | probe img/s | probe vs CoTEX r = 0 |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     names = _models(runs)
     base = next((n for n in names if n.endswith("-r0")), None)
     base_probe = mean_sd(get(r, "extra", "speed_probe", base, "median") for r in runs)[0] \
@@ -378,14 +412,19 @@ def cross_section(runs: list[dict]) -> list[str]:
         probe = mean_sd(get(r, "extra", "speed_probe", n, "median") for r in runs)[0]
         rel = f"{probe / base_probe:.2f}x" if probe and base_probe else "–"
         lines.append(
-            f"| `{n}` | {m.get('mask_ratio'):g} | {pct_sd(_collect(runs, n, 'ckplus', 'p_lsd'))}"
+            f"| `{n}` | {m.get('init')} | {m.get('mask_ratio'):g} | "
+            f"{pct_sd(_collect(runs, n, 'ckplus', 'p_lsd'))}"
             f" | {pct_sd(_collect(runs, n, 'ckplus', 'acc'))} | "
             f"{pct_sd(_collect(runs, n, 'fer_private', 'f1'))} | "
             f"{pct_sd(_collect(runs, n, 'fer_public', 'f1'))} | "
             f"{num(mean_sd(_collect(runs, n, 'train', 'train_img_per_s'))[0])} | "
             f"{num(probe)} | {rel} |")
+    maj = majority(get(d, "train", "classes"), get(d, "test", "classes"))
+    if maj:
+        lines.append(f"| *majority class of the training set* | | | *{pct(maj[1])}* | "
+                     f"*{pct(maj[0])}* | | | | | |")
     lines.append("| *published (ABAW4 Table 6, LSD validation, ViT-B MAE-CelebA, batch 64): "
-                 "ViT 64.24, CoTEX r=0 64.67, r=0.75 67.67* | | | | | | | | |")
+                 "ViT 64.24, CoTEX r=0 64.67, r=0.75 67.67* | | | | | | | | | |")
     return lines
 
 
@@ -410,23 +449,66 @@ def claims(groups: dict, profile: str) -> list[str]:
     def ex_acc(x):
         return x["expr"]["acc"]
 
+    # a comparison of two models that both stayed at the class prior says nothing about
+    # the claim: flag it instead of judging it
+    fer_maj = majority(get(fer[0], "data", "train", "classes"),
+                       get(fer[0], "data", "test", "classes")) if fer else None
+    ck_maj = majority(get(cd[0], "data", "train", "classes"),
+                      get(cd[0], "data", "test", "classes")) if cd else None
+
+    def chance_checked(v: dict, runs: list[dict], a: str, b: str, where: str, maj) -> dict:
+        if not v or v.get("verdict") == "not measured" or not maj:
+            return v
+        near = [n for n in (a, b) if (mean_sd(_collect(runs, n, where, "acc"))[0] or 0)
+                < maj[0] + CHANCE_MARGIN]
+        if len(near) == 2:
+            v = {**v, "verdict": "inconclusive",
+                 "spread": v["spread"] + f"; both within {100 * CHANCE_MARGIN:.0f} pt of the "
+                 f"majority-class accuracy ({pct(maj[0])}%): neither model learned"}
+        return v
+
+    def all_on_f1(runs: list[dict]) -> float | None:
+        """Mean AU F1 of predicting every AU present in every image."""
+        d = runs[0].get("data", {}) if runs else {}
+        pos, n = d.get("au_positives") or {}, d.get("au_images") or 0
+        if not pos or not n:
+            return None
+        return float(np.mean([2 * (pos.get(a, 0) / n) / (1 + pos.get(a, 0) / n)
+                              for a in ABAW_AUS]))
+
+    def au_chance_checked(v: dict, a: str, b: str) -> dict:
+        base = all_on_f1(ck)
+        if not v or v.get("verdict") == "not measured" or base is None:
+            return v
+        f1 = [mean_sd(_collect(ck, n, "pooled", "mean_f1"))[0] or 0 for n in (a, b)]
+        if all(x < base + CHANCE_MARGIN for x in f1):
+            v = {**v, "verdict": "inconclusive",
+                 "spread": v["spread"] + f"; both within {100 * CHANCE_MARGIN:.0f} pt of "
+                 f"marking every AU present ({pct(base)}%): neither model learned"}
+        return v
+
     rows = [
         ("Face-MAE init beats random init (ABAW4 Table 5: face MAE > ImageNet MAE; "
          "no random-init row in the paper)",
          [("FER2013 PrivateTest macro F1, `vit-mae` − `vit-random`",
-           paired_claim(fer, "vit-mae", "vit-random", ("private",), 7)),
+           chance_checked(paired_claim(fer, "vit-mae", "vit-random", ("private",), 7), fer,
+                          "vit-mae", "vit-random", "private", fer_maj)),
           ("CK+ AU mean F1 per fold, `vit-mae` − `vit-random`",
-           fold_claim(ck, "au/vit-mae", "au/vit-random", au_f1)),
+           au_chance_checked(fold_claim(ck, "au/vit-mae", "au/vit-random", au_f1),
+                             "au/vit-mae", "au/vit-random")),
           ("CK+ expression accuracy per fold, `cotex-mae` − `cotex-random`",
            fold_claim(ck, "expr/cotex-mae", "expr/cotex-random", ex_acc))]),
         ("Two-view (masked) CoTEX beats a single ViT (ABAW4 Table 6: 64.24 -> 64.67 at r = 0, "
          "67.67 at r = 0.75, batch 64)",
          [("FER2013 PrivateTest macro F1, `cotex-mae` (r = 0.75) − `vit-mae`",
-           paired_claim(fer, "cotex-mae", "vit-mae", ("private",), 7)),
+           chance_checked(paired_claim(fer, "cotex-mae", "vit-mae", ("private",), 7), fer,
+                          "cotex-mae", "vit-mae", "private", fer_maj)),
           (f"CK+ P_LSD (cross-domain), `{r75_}` − `{single}`",
-           paired_claim(cd, r75, single, ("ckplus",), 6) if r75 else {}),
+           chance_checked(paired_claim(cd, r75, single, ("ckplus",), 6), cd, r75, single,
+                          "ckplus", ck_maj) if r75 else {}),
           (f"CK+ P_LSD (cross-domain), `{r0_}` − `{single}` (co-training without masking)",
-           paired_claim(cd, r0, single, ("ckplus",), 6) if r0 else {}),
+           chance_checked(paired_claim(cd, r0, single, ("ckplus",), 6), cd, r0, single,
+                          "ckplus", ck_maj) if r0 else {}),
           (f"FER2013 PrivateTest 6-class F1, `{r75_}` − `{single}`",
            paired_claim(cd, r75, single, ("fer_private",), 6) if r75 else {})]),
         ("A larger mask ratio trains faster (ABAW4 3.3: ~4x fewer block FLOPs at r = 0.75)",
@@ -436,7 +518,8 @@ def claims(groups: dict, profile: str) -> list[str]:
         ("A larger mask ratio gives a higher F1 (ABAW4 Table 6, batch 64: r = 0 64.67 -> "
          "r = 0.75 67.67; larger r with larger batches up to 78.62)",
          [(f"CK+ P_LSD, `{r75_}` − `{r0_}`",
-           paired_claim(cd, r75, r0, ("ckplus",), 6) if r0 and r75 else {}),
+           chance_checked(paired_claim(cd, r75, r0, ("ckplus",), 6), cd, r75, r0, "ckplus",
+                          ck_maj) if r0 and r75 else {}),
           (f"FER2013 PrivateTest 6-class F1, `{r75_}` − `{r0_}`",
            paired_claim(cd, r75, r0, ("fer_private",), 6) if r0 and r75 else {})]),
     ]

@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("benchmark", choices=("mae", *BENCHMARKS, "all"))
     ap.add_argument("--profile", choices=("smoke", "cpu", "gpu"), default="cpu")
     ap.add_argument("--seed", type=int, default=0, help="training seed (CK+ folds are fixed)")
+    ap.add_argument("--mae-seed", type=int,
+                    help="start the *-mae models from the MAE of this seed (default: --seed), "
+                         "e.g. to spread fine-tuning seeds over one pretraining")
     ap.add_argument("--data", type=Path, help="folder holding fer2013/ and ckplus48/ "
                                               "(default: ../shared/data)")
     ap.add_argument("--out", type=Path, help="results folder (default benchmarks/results; "
@@ -79,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     work_root = args.work or DEFAULT_WORK
     out = args.out or (work_root / "smoke-results" if args.profile == "smoke" else DEFAULT_OUT)
     work = work_root / f"{args.profile}-s{args.seed}"
-    if args.fresh_mae and (work / "mae-fer2013").exists():
-        shutil.rmtree(work / "mae-fer2013")
+    mae_seed = args.seed if args.mae_seed is None else args.mae_seed
+    mae_work = work_root / f"{args.profile}-s{mae_seed}"
+    if args.fresh_mae and (mae_work / "mae-fer2013").exists():
+        shutil.rmtree(mae_work / "mae-fer2013")
     only = [m.strip() for m in args.models.split(",")] if args.models else None
     mae_cache: dict = {}
     runners = {"mae": lambda c: c.init_weights("mae"), "fer2013": fer2013.run,
@@ -91,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work / bench)
         results = Results(out, bench, args.profile, profile, args.seed,
                           sys.argv[1:] if argv is None else argv)
-        ctx = Context(args.profile, profile, args.seed, data, work, results, only, mae_cache)
+        ctx = Context(args.profile, profile, args.seed, data, work, results, only, mae_cache,
+                      mae_seed=mae_seed, mae_work=mae_work)
         t0 = time.perf_counter()
         print(f"== {bench} ({args.profile}, seed {args.seed}) -> {results.path}", flush=True)
         try:
