@@ -131,16 +131,23 @@ class Backbone(nn.Module):
         patch dropout sits. ``mask_ratio`` applies in training mode only."""
         if not self.is_vit:
             raise TypeError(f"{type(self.model).__name__} has no tokens (not a ViT)")
-        ratio = self._check_ratio(mask_ratio)
+        tokens, keep_idx = self.visible_tokens(x, self._check_ratio(mask_ratio), generator)
+        return {"tokens": tokens, "keep_idx": keep_idx}
+
+    def visible_tokens(self, x: torch.Tensor, mask_ratio: float,
+                       generator: torch.Generator | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward_tokens`` without the mode rule: drops ``mask_ratio`` of the patches in
+        train and eval mode alike (MAE's encoder needs that; fine-tuning does not)."""
         m = self.model
         x = m._pos_embed(m.patch_embed(x))
-        x, keep_idx = random_keep(x, ratio, m.num_prefix_tokens, generator)
+        x, keep_idx = random_keep(x, mask_ratio, m.num_prefix_tokens, generator)
         x = m.norm_pre(m.patch_drop(x))
         if m.grad_checkpointing and not torch.jit.is_scripting():
             x = checkpoint_seq(m.blocks, x)
         else:
             x = m.blocks(x)
-        return {"tokens": m.norm(x), "keep_idx": keep_idx}
+        return m.norm(x), keep_idx
 
     def forward(self, x: torch.Tensor, mask_ratio: float = 0.0,
                 generator: torch.Generator | None = None) -> torch.Tensor:

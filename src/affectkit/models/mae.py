@@ -17,11 +17,10 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from timm.models import checkpoint_seq
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from .backbone import Backbone, num_kept, prefixed_group_matcher, random_keep
+from .backbone import Backbone, num_kept, prefixed_group_matcher
 
 
 def sincos_pos_embed_2d(dim: int, grid: tuple[int, int]) -> torch.Tensor:
@@ -192,16 +191,8 @@ class MAE(nn.Module):
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent tokens of the visible patches (B, P + K, D) after the final norm, and
         ``keep_idx`` (B, K). Masking happens before the blocks, in train and eval mode
-        alike (``Backbone.forward_tokens`` masks in training only, so it is not used)."""
-        m = self.encoder.model
-        x = m._pos_embed(m.patch_embed(images))
-        x, keep_idx = random_keep(x, mask_ratio, self.num_prefix, generator)
-        x = m.norm_pre(m.patch_drop(x))
-        if m.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(m.blocks, x)
-        else:
-            x = m.blocks(x)
-        return m.norm(x), keep_idx
+        alike (``Backbone.visible_tokens``; ``forward_tokens`` masks in training only)."""
+        return self.encoder.visible_tokens(images, mask_ratio, generator)
 
     def forward_decoder(self, latent: torch.Tensor, keep_idx: torch.Tensor) -> torch.Tensor:
         """(B, N, patch**2 * C) predicted pixels for every patch: the visible tokens back
