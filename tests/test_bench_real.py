@@ -140,3 +140,21 @@ def _smoke(main, args, tmp_path):
     md = (tmp_path / "results" / "RESULTS.md").read_text()
     assert "## Profile `smoke`" in md and "Cross-domain" in md and "CK+" in md
     assert "A larger mask ratio trains faster" in md
+
+
+def test_cpu_long_profile_reuses_the_cpu_mae_and_is_judged_on_fer2013_alone():
+    from benchmarks.real.profiles import PROFILES, benchmarks_of
+    from benchmarks.real.run import main
+
+    long, cpu = PROFILES["cpu-long"], PROFILES["cpu"]
+    assert long["mae_from"] == "cpu" and long["mae"] == cpu["mae"]
+    assert long["train"] == cpu["train"]  # only the length differs from the cpu profile
+    assert benchmarks_of(long) == ("fer2013",)
+    assert main(["ckplus", "--profile", "cpu-long"]) == 2  # refused, before any work
+
+    run = {"benchmark": "fer2013", "profile": "cpu-long", "seed": 0, "models": {},
+           "settings": long, "data": {}}
+    lines = report.claims({("fer2013", "cpu-long"): [run]}, "cpu-long")
+    text = "\n".join(lines)
+    assert "FER2013 PrivateTest macro F1, `vit-mae` − `vit-random`" in text
+    assert "CK+" not in text and "mask ratio trains faster" not in text

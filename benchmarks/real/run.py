@@ -27,14 +27,14 @@ import time
 import warnings
 from pathlib import Path
 
-BENCHMARKS = ("fer2013", "ckplus", "cross-domain")
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.real.run",
                                  description=__doc__.split("\n\n")[0])
+    from .profiles import BENCHMARKS, PROFILES
+
     ap.add_argument("benchmark", choices=("mae", *BENCHMARKS, "all"))
-    ap.add_argument("--profile", choices=("smoke", "cpu", "gpu"), default="cpu")
+    ap.add_argument("--profile", choices=tuple(PROFILES), default="cpu")
     ap.add_argument("--seed", type=int, default=0, help="training seed (CK+ folds are fixed)")
     ap.add_argument("--mae-seed", type=int,
                     help="start the *-mae models from the MAE of this seed (default: --seed), "
@@ -73,17 +73,22 @@ def main(argv: list[str] | None = None) -> int:
         NotMeasured,
         Results,
     )
-    from .profiles import get_profile
+    from .profiles import benchmarks_of, get_profile
 
     if args.threads:
         torch.set_num_threads(args.threads)
     profile = get_profile(args.profile)
+    if args.benchmark not in ("mae", "all") and args.benchmark not in profile:
+        print(f"profile {args.profile!r} has no {args.benchmark!r} benchmark; it has "
+              f"{', '.join(benchmarks_of(profile))}", file=sys.stderr)
+        return 2
     data = args.data or DEFAULT_DATA
     work_root = args.work or DEFAULT_WORK
     out = args.out or (work_root / "smoke-results" if args.profile == "smoke" else DEFAULT_OUT)
     work = work_root / f"{args.profile}-s{args.seed}"
     mae_seed = args.seed if args.mae_seed is None else args.mae_seed
-    mae_work = work_root / f"{args.profile}-s{mae_seed}"
+    # a profile may share another's MAE run (same settings): cpu-long reuses cpu's
+    mae_work = work_root / f"{profile.get('mae_from', args.profile)}-s{mae_seed}"
     if args.fresh_mae and (mae_work / "mae-fer2013").exists():
         shutil.rmtree(mae_work / "mae-fer2013")
     only = [m.strip() for m in args.models.split(",")] if args.models else None
@@ -91,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     runners = {"mae": lambda c: c.init_weights("mae"), "fer2013": fer2013.run,
                "ckplus": ckplus.run, "cross-domain": lambda c: cross_domain.run(c, init=args.init)}
     status = 0
-    for bench in (("mae", *BENCHMARKS) if args.benchmark == "all" else (args.benchmark,)):
+    for bench in (("mae", *benchmarks_of(profile)) if args.benchmark == "all"
+                  else (args.benchmark,)):
         if args.fresh and (work / bench).exists():
             shutil.rmtree(work / bench)
         results = Results(out, bench, args.profile, profile, args.seed,
