@@ -158,3 +158,14 @@ def test_cpu_long_profile_reuses_the_cpu_mae_and_is_judged_on_fer2013_alone():
     text = "\n".join(lines)
     assert "FER2013 PrivateTest macro F1, `vit-mae` − `vit-random`" in text
     assert "CK+" not in text and "mask ratio trains faster" not in text
+
+
+def test_truth_counts_and_majority_from_stored_predictions():
+    truth = encode_labels(np.array([0, 1, 1, 2, 1]))
+    runs = [{"data": {"classes": ["a", "b", "c"]},
+             "models": {"m": {"fer_private": {"truth": truth, "pred": truth}}}}]
+    counts = report.truth_counts(runs, "fer_private")
+    assert counts == {"a": 1, "b": 3, "c": 1}
+    acc, f1 = report.majority({"a": 10, "b": 2, "c": 1}, counts)  # the prior says 'a'
+    assert acc == 0.2 and f1 == (2 * 0.2 / 1.2) / 3
+    assert report.truth_counts([{"data": {}, "models": {}}], "fer_private") is None
