@@ -152,12 +152,16 @@ def test_cpu_long_profile_reuses_the_cpu_mae_and_is_judged_on_fer2013_alone():
     assert benchmarks_of(long) == ("fer2013",)
     assert main(["ckplus", "--profile", "cpu-long"]) == 2  # refused, before any work
 
-    run = {"benchmark": "fer2013", "profile": "cpu-long", "seed": 0, "models": {},
+    truth = "0123456" * 20
+    models = {n: {"private": {"f1": f1, "acc": f1, "truth": truth, "pred": truth[:k] + "0" *
+                              (140 - k)}} for n, f1, k in (("vit-mae", 0.5, 100),
+                                                           ("vit-random", 0.3, 40))}
+    run = {"benchmark": "fer2013", "profile": "cpu-long", "seed": 0, "models": models,
            "settings": long, "data": {}}
-    lines = report.claims({("fer2013", "cpu-long"): [run]}, "cpu-long")
-    text = "\n".join(lines)
-    assert "FER2013 PrivateTest macro F1, `vit-mae` − `vit-random`" in text
-    assert "CK+" not in text and "mask ratio trains faster" not in text
+    text = "\n".join(report.claims({("fer2013", "cpu-long"): [run]}, "cpu-long"))
+    assert "FER2013 PrivateTest macro F1, `vit-mae` − `vit-random` | +20.0 pt" in text
+    # judged on what the profile runs: no CK+ or cross-domain rows, no CoTEX (not run)
+    assert "CK+" not in text and "mask ratio" not in text and "CoTEX" not in text
 
 
 def test_truth_counts_and_majority_from_stored_predictions():

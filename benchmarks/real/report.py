@@ -548,8 +548,11 @@ def claims(groups: dict, profile: str) -> list[str]:
     settings = [r.get("settings") or {} for (_, p), rs in groups.items() if p == profile
                 for r in rs]
     defined = set().union(*settings) if settings else set(BENCH_ORDER)
+    partial = not set(BENCH_ORDER) - {"mae"} <= defined  # and its models alone
     for claim, evidence in rows:
-        evidence = [(what, v) for bench, what, v in evidence if bench in defined]
+        evidence = [(what, v) for bench, what, v in evidence if bench in defined
+                    and not (partial and (v or {}).get("verdict", "not measured")
+                             == "not measured")]
         if not evidence:
             continue
         counts = defaultdict(int)
