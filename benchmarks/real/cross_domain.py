@@ -150,9 +150,8 @@ def run(ctx: Context, init: str | None = None) -> None:
         for n in names:
             ctx.results.skip(n, str(e))
         return
-    configs = {}
-    for name in names:
-        spec = parse_model(name)
+    configs, specs = {}, {n: parse_model(n) for n in names}
+    for name, spec in specs.items():
         configs[name] = model_config(
             spec["kind"], tr, run_dir=ctx.work / "cross-domain" / name, seed=ctx.seed,
             epochs=p["epochs"], data_root=ctx.data_root / "fer2013",
@@ -181,7 +180,7 @@ def run(ctx: Context, init: str | None = None) -> None:
         on_val.pop("pred")
         on_val.pop("truth")
         ctx.results.model(name, {
-            "kind": parse_model(name)["kind"], "init": parse_model(name)["init"],
+            "kind": specs[name]["kind"], "init": specs[name]["init"],
             "mask_ratio": cfg.model.mask_ratio, "backbone": cfg.model.backbone,
             "img_size": cfg.data.img_size, "ckplus": on_ck, "fer_private": on_fer,
             "fer_public": on_val, "train": info,

@@ -276,6 +276,11 @@ def _collect(runs, name, *keys):
     return [get(r, "models", name, *keys) for r in runs]
 
 
+def f1_always_on(rate: float) -> float:
+    """F1 of predicting a class (or an AU) for every image: precision = its rate, recall 1."""
+    return 2 * rate / (1 + rate) if rate else 0.0
+
+
 def majority(train_counts: dict | None, test_counts: dict | None) -> tuple[float, float] | None:
     """(accuracy, macro F1) of always predicting the training set's most frequent class:
     what a model that learned nothing but the class prior scores on the test set."""
@@ -284,7 +289,15 @@ def majority(train_counts: dict | None, test_counts: dict | None) -> tuple[float
     top = max(train_counts, key=train_counts.get)
     n = sum(test_counts.values())
     p = test_counts.get(top, 0) / n if n else 0.0
-    return p, (2 * p / (1 + p) if p else 0.0) / len(test_counts)
+    return p, f1_always_on(p) / len(test_counts)
+
+
+def all_aus_on(data: dict) -> list[float] | None:
+    """Per-AU F1 (ABAW's 12) of marking every AU present in every CK+ image."""
+    pos, n = data.get("au_positives") or {}, data.get("au_images") or 0
+    if not pos or not n:
+        return None
+    return [f1_always_on(pos.get(a, 0) / n) for a in ABAW_AUS]
 
 
 def truth_counts(runs: list[dict], where: str) -> dict | None:
@@ -378,11 +391,10 @@ def ckplus_section(runs: list[dict]) -> list[str]:
         if pos:
             lines.append("| *positives (of " + str(d.get("au_images")) + ")* | | | | | "
                          + " | ".join(str(pos.get(a, "")) for a in ABAW_AUS) + " | |")
-            n = d.get("au_images") or 0
-            rates = [pos.get(a, 0) / n if n else 0.0 for a in ABAW_AUS]
-            f1 = [2 * p / (1 + p) if p else 0.0 for p in rates]  # precision p, recall 1
-            lines.append(f"| *every AU always on (learned nothing)* | | {pct(np.mean(f1))} | | "
-                         "| " + " | ".join(pct(x, 0) for x in f1) + " | |")
+            f1 = all_aus_on(d)
+            if f1:
+                lines.append(f"| *every AU always on (learned nothing)* | | {pct(np.mean(f1))}"
+                             " | | | " + " | ".join(pct(x, 0) for x in f1) + " | |")
         lines.append("")
     if ex:
         lines += ["Expression, 7 classes (contempt included):", "",
@@ -470,36 +482,25 @@ def claims(groups: dict, profile: str) -> list[str]:
     fer6_maj = majority(get(cd[0], "data", "train", "classes"),
                         truth_counts(cd, "fer_private")) if cd else None
 
-    def chance_checked(v: dict, runs: list[dict], a: str, b: str, where: str, maj) -> dict:
-        if not v or v.get("verdict") == "not measured" or not maj:
-            return v
-        near = [n for n in (a, b) if (mean_sd(_collect(runs, n, where, "acc"))[0] or 0)
-                < maj[0] + CHANCE_MARGIN]
-        if len(near) == 2:
-            v = {**v, "verdict": "inconclusive",
-                 "spread": v["spread"] + f"; both within {100 * CHANCE_MARGIN:.0f} pt of the "
-                 f"majority-class accuracy ({pct(maj[0])}%): neither model learned"}
-        return v
-
-    def all_on_f1(runs: list[dict]) -> float | None:
-        """Mean AU F1 of predicting every AU present in every image."""
-        d = runs[0].get("data", {}) if runs else {}
-        pos, n = d.get("au_positives") or {}, d.get("au_images") or 0
-        if not pos or not n:
-            return None
-        return float(np.mean([2 * (pos.get(a, 0) / n) / (1 + pos.get(a, 0) / n)
-                              for a in ABAW_AUS]))
-
-    def au_chance_checked(v: dict, a: str, b: str) -> dict:
-        base = all_on_f1(ck)
+    def at_prior(v: dict, scores: list[float], base: float | None, baseline: str) -> dict:
         if not v or v.get("verdict") == "not measured" or base is None:
             return v
-        f1 = [mean_sd(_collect(ck, n, "pooled", "mean_f1"))[0] or 0 for n in (a, b)]
-        if all(x < base + CHANCE_MARGIN for x in f1):
+        if all(x < base + CHANCE_MARGIN for x in scores):
             v = {**v, "verdict": "inconclusive",
                  "spread": v["spread"] + f"; both within {100 * CHANCE_MARGIN:.0f} pt of "
-                 f"marking every AU present ({pct(base)}%): neither model learned"}
+                 f"{baseline} ({pct(base)}%): neither model learned"}
         return v
+
+    def chance_checked(v: dict, runs: list[dict], a: str, b: str, where: str, maj) -> dict:
+        acc = [mean_sd(_collect(runs, n, where, "acc"))[0] or 0 for n in (a, b)]
+        return at_prior(v, acc, maj[0] if maj else None, "the majority-class accuracy")
+
+    au_on = all_aus_on(ck[0].get("data", {})) if ck else None
+
+    def au_chance_checked(v: dict, a: str, b: str) -> dict:
+        f1 = [mean_sd(_collect(ck, n, "pooled", "mean_f1"))[0] or 0 for n in (a, b)]
+        return at_prior(v, f1, float(np.mean(au_on)) if au_on else None,
+                        "marking every AU present")
 
     rows = [
         ("Face-MAE init beats random init (ABAW4 Table 5: face MAE > ImageNet MAE; "

@@ -27,12 +27,12 @@ import time
 import warnings
 from pathlib import Path
 
+from .profiles import BENCHMARKS, PROFILES, benchmarks_of, get_profile
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.real.run",
                                  description=__doc__.split("\n\n")[0])
-    from .profiles import BENCHMARKS, PROFILES
-
     ap.add_argument("benchmark", choices=("mae", *BENCHMARKS, "all"))
     ap.add_argument("--profile", choices=tuple(PROFILES), default="cpu")
     ap.add_argument("--seed", type=int, default=0, help="training seed (CK+ folds are fixed)")
@@ -73,8 +73,6 @@ def main(argv: list[str] | None = None) -> int:
         NotMeasured,
         Results,
     )
-    from .profiles import benchmarks_of, get_profile
-
     if args.threads:
         torch.set_num_threads(args.threads)
     profile = get_profile(args.profile)
