@@ -13,7 +13,6 @@ from affectkit.config import (
     check_paths,
     config_to_dict,
     dump_config,
-    effective_lr,
     list_recipes,
     load_config,
 )
@@ -64,7 +63,7 @@ def test_paper_recipes():
     cotex = load_config("cotex-lsd")
     assert (cotex.model.kind, cotex.model.mask_ratio, cotex.model.num_classes) == ("cotex", 0.75, 6)
     assert (cotex.optim.weight_decay, cotex.optim.batch_size, cotex.optim.epochs) == (0.15, 1024, 6)
-    assert (cotex.data.resize, cotex.data.jitter, cotex.data.hue) == (228, 0.0, 0.0)
+    assert (cotex.data.resize, cotex.data.jitter, cotex.data.hue) == (228, 0.4, 0.1)  # 4.2
     assert cotex.loss.js_weight == 1.0 and cotex.data.layout == "lsd"
     cnn = load_config("cnn-mtl")
     assert cnn.optim.layer_decay is None and cnn.model.expr_branch is None
@@ -201,12 +200,6 @@ def test_check_paths(tmp_path):
     missing.write_bytes(b"")
     check_paths(load_config("cnn-mtl", [f"data.root={tmp_path}"]))  # timm: weights not a path
     check_paths(load_config("demo", [f"data.root={tmp_path}"]))
-
-
-def test_effective_lr():
-    cfg = Config()
-    assert effective_lr(cfg) == pytest.approx(5e-4 * 100 * 4 / 256)
-    assert effective_lr(cfg, world_size=2) == pytest.approx(2 * 5e-4 * 100 * 4 / 256)
 
 
 def test_layout_choices_match_the_data_layer():

@@ -90,11 +90,12 @@ def _cmd_recipes(args) -> int:
 def _recipes_of_kind(mae: bool) -> list[str]:
     """Built-in recipes that are (or are not) MAE pretraining, for hints."""
     from .config import ConfigError, list_recipes, load_config
+    from .kinds import get_kind
 
     names = []
     for name in list_recipes():
         try:
-            if (load_config(name).model.kind == "mae") == mae:
+            if get_kind(load_config(name).model.kind).pretraining == mae:
                 names.append(name)
         except ConfigError:
             continue
@@ -103,13 +104,15 @@ def _recipes_of_kind(mae: bool) -> list[str]:
 
 def _wrong_command(cfg, pretrain: bool) -> str | None:
     """The hint when a recipe is given to the other command (train <-> pretrain)."""
-    is_mae = cfg.model.kind == "mae"
+    from .kinds import get_kind
+
+    is_mae = get_kind(cfg.model.kind).pretraining
     if is_mae == pretrain:
         return None
     if is_mae:
-        return (f"recipe {cfg.recipe!r} is MAE pretraining (model.kind: mae); run it with "
+        return (f"recipe {cfg.recipe!r} is pretraining (model.kind: {cfg.model.kind}); run it with "
                 f"'affectkit pretrain {cfg.recipe} ...'")
-    return (f"recipe {cfg.recipe!r} is not MAE pretraining (model.kind: {cfg.model.kind}); "
+    return (f"recipe {cfg.recipe!r} is not pretraining (model.kind: {cfg.model.kind}); "
             f"fine-tune it with 'affectkit train {cfg.recipe} ...', or pretrain an MAE recipe "
             f"({', '.join(_recipes_of_kind(mae=True)) or 'model.kind: mae'})")
 

@@ -34,6 +34,9 @@ from .io import atomic_write_text
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 MISSING = "???"  # a value a recipe requires the user to set (checked by ``check_paths``)
+BRANCH_WEIGHTS_HINT = ("EMMA's frozen expression branch needs its trained AffectNet weights: "
+                       "the DAN checkpoint (affecnet8_epoch5_acc0.6209.pth) or a state dict "
+                       "of the timm CNN named by model.expr_branch")
 META_KEYS = ("base", "recipe", "git_sha", "affectkit_version")  # top-level, not sections
 
 Layout = Literal["auto", "mtl", "per-video", "lsd", "csv", "folders", "images"]  # discover.LAYOUTS
@@ -75,17 +78,28 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: Literal["emma", "vit-mtl", "cnn-mtl", "cotex", "mae"] = "emma"  # mae: pretraining
+    kind: str = "emma"  # a registered model kind (affectkit.kinds): emma, vit-mtl, cnn-mtl,
+    # cotex, mae (pretraining), or one registered by the user
     backbone: str = "vit_base_patch16_224"  # a timm model name
     pretrained: str | None = None  # local weights file, "timm:<name>.<tag>", or None (random)
     pool: Literal["cls", "avg"] = "avg"
+    # ViT patch size (None: the model's own); weights of another patch size are resampled,
+    # so 48 px faces at patch 8 give 36 tokens without upsampling
+    patch_size: int | None = None
     drop_path: float = 0.1
     stop_gradient: bool = True  # EMMA: the VA head does not backpropagate into the backbones
     expr_branch: str | None = "dan"  # EMMA's frozen CNN: "dan" or a timm CNN name
-    expr_branch_checkpoint: str | None = None
+    # its trained weights: required, a frozen random branch would feed the VA head noise
+    expr_branch_checkpoint: str | None = MISSING
+    # EMMA's VA head reads the AU / EXPR / CNN prediction scores as "logits" (the paper,
+    # section 3.2: scores before any softmax) or as "probs" (sigmoid / softmax of them)
+    va_inputs: Literal["logits", "probs"] = "logits"
     mask_ratio: float = 0.0  # patch tokens dropped in training (CoTEX, MAE: 0.75)
     num_classes: int | None = None  # CoTEX classes (6 LSD, 8 ABAW EXPR); MTL models: 8
     va_hidden: int = 256
+    # CoTEX's JS consistency term over the labelled rows only (the supervised method) or
+    # over every row of the batch ("all": the semi-supervised variant)
+    js_rows: Literal["labelled", "all"] = "labelled"
 
 
 @dataclass(frozen=True)
@@ -113,7 +127,7 @@ class LossConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     optimizer: Literal["adamw"] = "adamw"
-    base_lr: float = 5e-4  # lr = base_lr * effective batch / 256 (see effective_lr)
+    base_lr: float = 5e-4  # lr = base_lr * batch_size * accum_steps * world size / 256
     weight_decay: float = 0.05
     layer_decay: float | None = 0.65  # None: no layer-wise lr decay
     batch_size: int = 100  # per device, per step
@@ -146,11 +160,6 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     recipe: str = "defaults"
 
-
-def effective_lr(cfg: Config, world_size: int = 1) -> float:
-    """The MAE / paper scaling rule: ``base_lr * batch_size * accum_steps * world_size / 256``."""
-    o = cfg.optim
-    return o.base_lr * o.batch_size * o.accum_steps * world_size / 256
 
 
 # ----------------------------------------------------------------------------- YAML
@@ -436,30 +445,15 @@ def validate(cfg: Config, where: dict[str, str] | None = None) -> None:
     need(0 <= m.drop_path < 1, "model.drop_path", "must be in [0, 1)")
     need(0 <= m.mask_ratio < 1, "model.mask_ratio", "must be in [0, 1)")
     need(m.va_hidden >= 1, "model.va_hidden", "must be >= 1")
-    if m.kind == "mae":
-        need(0 < m.mask_ratio < 1, "model.mask_ratio",
-             "MAE reconstructs the masked patches: must be in (0, 1) (the paper: 0.75)")
-        need(m.num_classes is None, "model.num_classes", "MAE pretraining has no classes: "
-                                                         "must be null")
-        need(m.pool == "cls", "model.pool", "MAE's encoder keeps the CLS token and normalises "
-                                            "every token (fine-tuning picks its own pool): "
-                                            "must be 'cls'")
-        need(d.jitter == 0, "data.jitter", "MAE augments with random-resized-crop + flip "
-                                           "only (mae.crop_scale): must be 0")
-        need(d.hue == 0, "data.hue", "MAE applies no colour jitter: must be 0")
-    elif m.kind == "cotex":
-        need(m.num_classes is not None and m.num_classes >= 2, "model.num_classes",
-             "cotex needs the number of classes (>= 2; 6 for LSD, 8 for ABAW EXPR)")
-    else:
-        need(m.num_classes in (None, 8), "model.num_classes",
-             f"{m.kind} predicts the 8 ABAW expressions: must be null or 8")
-    need(m.expr_branch is None or m.kind == "emma", "model.expr_branch",
-         f"only kind 'emma' has a CNN expression branch (kind is {m.kind!r}): must be null")
+    need(m.patch_size is None or m.patch_size >= 1, "model.patch_size", "must be >= 1 or null")
     need(m.expr_branch_checkpoint is None or m.expr_branch is not None,
          "model.expr_branch_checkpoint", "needs model.expr_branch to be set")
-    if m.kind == "cnn-mtl":
-        need(m.pool == "avg", "model.pool", "a CNN has no CLS token: must be 'avg'")
-        need(m.mask_ratio == 0, "model.mask_ratio", "a CNN cannot drop patch tokens: must be 0")
+    from .kinds import get_kind, kind_names
+
+    if m.kind in kind_names():
+        get_kind(m.kind).validate(cfg, need)  # every kind checks its own settings
+    else:
+        need(False, "model.kind", f"must be one of {kind_names()}")
 
     for k in ("au_weight", "expr_weight", "va_weight", "js_weight"):
         need(getattr(lo, k) >= 0, f"loss.{k}", "must be >= 0")
@@ -504,6 +498,10 @@ def config_from_dict(raw: dict, where: dict[str, str] | None = None,
     cfg = _build(Config, raw, where, errors)
     if errors:
         raise ConfigError(errors)
+    if cfg.model.expr_branch is None and cfg.model.expr_branch_checkpoint == MISSING:
+        # no branch: its required checkpoint is not required
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+            cfg.model, expr_branch_checkpoint=None))
     if "recipe" not in raw and recipe is not None:
         cfg = dataclasses.replace(cfg, recipe=recipe)
     validate(cfg, where)
@@ -534,8 +532,9 @@ def check_paths(cfg: Config) -> None:
     for section in ("data", "model", "loss", "mae", "optim", "run"):
         for k, v in dataclasses.asdict(getattr(cfg, section)).items():
             if v == MISSING:
+                hint = f" ({BRANCH_WEIGHTS_HINT})" if k == "expr_branch_checkpoint" else ""
                 errors.append(f"{section}.{k}: required by recipe {cfg.recipe!r} but not set "
-                              f"(pass {section}.{k}=...)")
+                              f"(pass {section}.{k}=...){hint}")
     m = cfg.model
     paths = {"data.root": cfg.data.root, "data.images": cfg.data.images,
              "model.pretrained": None if (m.pretrained or "").startswith("timm:")

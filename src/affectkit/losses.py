@@ -89,8 +89,9 @@ def ccc_loss(va_pred, va_target) -> torch.Tensor:
     return 2 - batch_ccc(pred, target).sum()
 
 
-def js_divergence(logits_a, logits_b) -> torch.Tensor:
-    """Jensen-Shannon divergence of softmax(logits_a) and softmax(logits_b), batch mean.
+def js_divergence(logits_a, logits_b, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Jensen-Shannon divergence of softmax(logits_a) and softmax(logits_b), mean over the
+    rows where the boolean ``rows`` is true (default: all; none: a graph-connected 0).
 
     JS = (KL(p1||m) + KL(p2||m)) / 2 with m = (p1 + p2) / 2, in log space (log m by
     logsumexp), so confident logits do not underflow; symmetric, 0 for equal inputs, <= ln 2.
@@ -99,4 +100,9 @@ def js_divergence(logits_a, logits_b) -> torch.Tensor:
     lm = torch.logaddexp(lp1, lp2) - math.log(2.0)
     kl1 = (lp1.exp() * (lp1 - lm)).sum(dim=-1)
     kl2 = (lp2.exp() * (lp2 - lm)).sum(dim=-1)
-    return ((kl1 + kl2) / 2).mean()
+    js = (kl1 + kl2) / 2
+    if rows is None:
+        return js.mean()
+    if not rows.any():
+        return js.sum() * 0
+    return js[rows].mean()

@@ -14,11 +14,12 @@ import math
 
 import torch
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 from torchvision.transforms import v2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# the one definition affectkit uses (timm's): MAE, DAN and timm's ImageNet models share it
+IMAGENET_MEAN, IMAGENET_STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 
 def train_transform(size: int = 224, resize: int = 232, jitter: float = 0.4, hue: float = 0.1,

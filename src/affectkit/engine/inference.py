@@ -31,7 +31,6 @@ Submission formats (``write_submission``):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -57,6 +56,7 @@ from ..data.submission import (
     write_per_video_predictions,
 )
 from ..data.table import FaceTable, make_table_frame
+from ..kinds import ModelKind, get_kind
 from ..labels import ABAW_AU, ABAW_EXPR, LabelSet, au_valid, expr_valid, get_label_set, va_valid
 from ..metrics import binarize_au, load_au_thresholds
 from ..models.checkpoint import _strip_ddp, _torch_load
@@ -84,21 +84,23 @@ class RunKind:
     checkpoint: Path
 
     @property
+    def kind(self) -> ModelKind:
+        return get_kind(self.cfg.model.kind)
+
+    @property
     def multitask(self) -> bool:
         """VA + EXPR + AU (EMMA and its baselines); False: expression only (CoTEX)."""
-        return self.cfg.model.kind != "cotex"
+        return self.kind.multitask
 
     @property
     def labels(self) -> LabelSet:
         """The expression classes the model predicts."""
-        return model_labels(self.cfg)
+        return self.kind.labels(self.cfg)
 
     @property
     def task(self) -> str:
         """The ``affectkit score --task`` of this model's predictions."""
-        if self.multitask:
-            return "mtl"
-        return "lsd" if self.labels.name == "lsd" else "expr"
+        return self.kind.score_task(self.cfg)
 
     @property
     def run_dir(self) -> Path:
@@ -202,10 +204,10 @@ def read_run(path: str | os.PathLike) -> RunFiles:
     checkpoint = find_checkpoint(path)
     state, raw, epoch = _read_checkpoint(checkpoint)
     cfg = _config_of(checkpoint, raw)
-    if cfg.model.kind == "mae":
-        raise RunError(f"{checkpoint} is an MAE pretraining run (model.kind: mae): it predicts "
-                       "no labels; fine-tune from its encoder.pth (model.pretrained=...) and "
-                       "evaluate that run")
+    if get_kind(cfg.model.kind).pretraining:
+        raise RunError(f"{checkpoint} is a pretraining run (model.kind: {cfg.model.kind}): it "
+                       "predicts no labels; fine-tune from its encoder.pth "
+                       "(model.pretrained=...) and evaluate that run")
     return RunFiles(checkpoint, cfg, state, epoch)
 
 
@@ -215,11 +217,9 @@ def _without_init(cfg: Config, state: dict[str, torch.Tensor]) -> nn.Module | No
     CPU and is thrown away. None when that cannot work (a constructor that computes with
     tensor values, weights that do not fit, a tensor the checkpoint does not hold): the
     caller then builds it the ordinary way."""
-    plain = dataclasses.replace(cfg, model=dataclasses.replace(
-        cfg.model, pretrained=None, expr_branch_checkpoint=None))
     try:
         with torch.device("meta"):
-            model = build_model(plain)
+            model = build_model(cfg, load_weights=False)
         model.load_state_dict(state, assign=True)
     except (RuntimeError, NotImplementedError, ValueError):
         return None
@@ -233,20 +233,16 @@ def load_run(path: str | os.PathLike | RunFiles, device: torch.device | str | No
     """A run folder or checkpoint file (or its ``read_run``) -> config and model, the
     weights loaded strictly, on ``device`` (default: CUDA when there is one) in eval mode.
 
-    The model is built without ``model.pretrained`` (the checkpoint holds every weight,
-    and the pretraining file need not exist any more). ``RunError`` naming the file when
-    the weights do not fit the config's model (and see ``read_run``).
+    The model is built with ``load_weights=False``: the checkpoint holds every weight
+    (the branch's too), and the pretraining files need not exist any more. ``RunError``
+    naming the file when the weights do not fit the config's model (see ``read_run``).
     """
     files = path if isinstance(path, RunFiles) else read_run(path)
     checkpoint, cfg = files.checkpoint, files.cfg
     m = cfg.model
     model = _without_init(cfg, files.state)
     if model is None:
-        branch_ckpt = m.expr_branch_checkpoint
-        if branch_ckpt is not None and not Path(branch_ckpt).expanduser().is_file():
-            branch_ckpt = None  # the branch's weights are in the checkpoint too
-        model = build_model(dataclasses.replace(cfg, model=dataclasses.replace(
-            m, pretrained=None, expr_branch_checkpoint=branch_ckpt)))
+        model = build_model(cfg, load_weights=False)
         try:
             model.load_state_dict(files.state)
         except RuntimeError as exc:

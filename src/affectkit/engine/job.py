@@ -14,7 +14,7 @@ scores, ``score`` being the number to maximise (best checkpoint).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +25,12 @@ from torch.utils.data import Dataset
 
 @dataclass
 class Job:
-    model: nn.Module  # forward(images, **forward_kwargs) -> dict of named outputs
+    model: nn.Module  # forward(images) -> dict of named outputs (masking: its own argument)
     task: Callable[[dict, dict], dict[str, torch.Tensor]]  # -> named losses incl. "loss"
     train_ds: Dataset  # items: "image" (3, H, W) float (uint8 with ``augment``), "index"
     val_ds: Dataset | None
     collect: Callable[[dict, dict], dict[str, torch.Tensor]]  # (outputs, batch) -> per sample
     score: Callable[[dict[str, np.ndarray]], dict]  # whole-set arrays -> {"score": ..., ...}
-    forward_kwargs: dict = field(default_factory=dict)  # training-mode forward extras
     # batched training augmentation on the device: uint8 (B, 3, H, W) -> normalised float;
     # None: ``train_ds`` items are already augmented (per sample, in the DataLoader)
     augment: nn.Module | None = None

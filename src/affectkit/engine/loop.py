@@ -372,7 +372,7 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
                 ctx = torch.autocast(device.type, amp_dtype) if amp_dtype else nullcontext()
                 with sync:
                     with ctx:
-                        out = fwd_model(batch["image"], **job.forward_kwargs)
+                        out = fwd_model(batch["image"])
                         losses = task(out, batch)
                     loss = losses["loss"].float() / o.accum_steps
                     (scaler.scale(loss) if scaler is not None else loss).backward()

@@ -36,8 +36,9 @@ from ..models.backbone import create_backbone, num_kept
 from ..models.checkpoint import load_state_dict_file, save_mae_checkpoint
 from ..models.mae import MAE
 from ..tasks import MAETask
-from .build import _packed_for, face_datasets
+from .datasets import face_datasets, packed_for
 from .job import Job
+from .state import unwrap_model
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ def build_mae_model(cfg: Config) -> MAE:
     m, mae = cfg.model, cfg.mae
     try:
         encoder = create_backbone(m.backbone, img_size=cfg.data.img_size,
-                                  pretrained=m.pretrained, pool="cls", drop_path=m.drop_path)
+                                  patch_size=m.patch_size, pretrained=m.pretrained,
+                                  pool="cls", drop_path=m.drop_path)
     except ValueError as exc:
         raise ValueError(f"model.backbone={m.backbone!r} cannot be an MAE encoder: {exc}") \
             from exc
@@ -105,20 +107,10 @@ def mae_train_transform(size: int, scale: tuple[float, float] = (0.2, 1.0),
     ])
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The MAE inside DDP (``module``) or ``torch.compile`` (``_orig_mod``) wrappers."""
-    while not isinstance(model, MAE):
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None:
-            raise TypeError(f"expected an MAE model, got {type(model).__name__}")
-        model = inner
-    return model
-
-
 def export_encoder(model: nn.Module, path: str | os.PathLike) -> Path:
     """Write the encoder of an MAE (or a DDP / compiled wrapper of one) as an official MAE
     checkpoint ``{"model": timm ViT state}``, atomically."""
-    state = {k: v.detach().cpu() for k, v in _unwrap(model).encoder.model.state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in unwrap_model(model).encoder.model.state_dict().items()}
     return save_mae_checkpoint(path, state)
 
 
@@ -136,7 +128,7 @@ def recon_grid(model: nn.Module, images: torch.Tensor, min_side: int = 96) -> to
     ``images`` are normalised with ImageNet statistics; masks come from the model's
     eval generator, so the same faces get the same masks every epoch. Faces smaller than
     ``min_side`` are enlarged by whole-pixel repetition so small runs stay legible."""
-    mae = _unwrap(model)
+    mae = unwrap_model(model)
     was_training = mae.training
     device = next(mae.parameters()).device
     mae.eval()
@@ -175,7 +167,7 @@ def _recon_indices(n: int, k: int) -> list[int]:
 def _checked(table: FaceTable, cfg: Config, what: str) -> FaceTable:
     """``table`` without its undecodable images (``data.corrupt: skip``), or an error
     naming the first; images read from a pack were decoded when packed."""
-    if _packed_for(cfg.data.packed, table, what) is not None:
+    if packed_for(cfg.data.packed, table, what) is not None:
         return table
     out = drop_corrupt(table, cfg.data.corrupt)
     if len(out) < len(table):
@@ -234,6 +226,6 @@ def build_mae_job(cfg: Config, tables: tuple[FaceTable, FaceTable],
                              run_dir / RECON_DIR / f"epoch_{epoch:03d}.png")
 
     return Job(model=model, task=MAETask(), train_ds=train_ds, val_ds=val_ds,
-               collect=collect, score=score, forward_kwargs={}, on_epoch_end=on_epoch_end,
+               collect=collect, score=score, on_epoch_end=on_epoch_end,
                augment=mae_batch_augment(d.img_size, cfg.mae.crop_scale)
                if batch_augment else None)

@@ -22,11 +22,9 @@ from timm.models import checkpoint_seq
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from .checkpoint import load_pretrained
-
-# MAE (and its face-pretrained descendants) normalise with ImageNet statistics.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
+from ..labels import ABAW_AU, ABAW_EXPR
+from .checkpoint import is_mae_decoder_key, load_pretrained
 
 
 def num_kept(num_patches: int, ratio: float) -> int:
@@ -84,6 +82,43 @@ def prefixed_group_matcher(module_prefix: str, matcher):
         else:
             out[group] = [(wrap(p), suffix) for p, suffix in spec]
     return out
+
+
+class HeadsOnBackbone(nn.Module):
+    """Base of the models that put heads on one ``self.backbone``: timm's optimiser helpers
+    see through them (layer decay stays on), and a mask ratio is checked once.
+
+    With ``au_expr=True`` it holds the AU (12) and EXPR (8) linear heads on the pooled
+    features that EMMA and the multi-task baseline share; they add their own VA head.
+    """
+
+    def __init__(self, backbone: Backbone | None = None, mask_ratio: float = 0.0,
+                 head_dropout: float = 0.0, au_expr: bool = False):
+        super().__init__()
+        if backbone is None:
+            return
+        self.backbone = backbone
+        self.mask_ratio = self.check_mask_ratio(backbone, mask_ratio)  # training only
+        self.head_drop = nn.Dropout(head_dropout)
+        if au_expr:
+            self.au_head = nn.Linear(backbone.num_features, len(ABAW_AU))
+            self.expr_head = nn.Linear(backbone.num_features, len(ABAW_EXPR))
+
+    @staticmethod
+    def check_mask_ratio(backbone: Backbone, mask_ratio: float) -> float:
+        if mask_ratio and not backbone.is_vit:
+            raise ValueError(f"mask_ratio={mask_ratio}: only a ViT backbone can drop tokens")
+        if not 0.0 <= mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+        return mask_ratio
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False):
+        return prefixed_group_matcher("backbone", self.backbone.group_matcher(coarse))
+
+    @torch.jit.ignore
+    def no_weight_decay(self):
+        return {f"backbone.{k}" for k in self.backbone.no_weight_decay()}
 
 
 class Backbone(nn.Module):
@@ -180,13 +215,17 @@ def _timm_tag(name: str, pretrained: str) -> str:
     return tag
 
 
-def create_backbone(name: str, *, img_size: int | None = None,
+def create_backbone(name: str, *, img_size: int | None = None, patch_size: int | None = None,
                     pretrained: str | os.PathLike | None = None, pool: str | None = None,
                     drop_path: float = 0.0, in_chans: int = 3) -> Backbone:
     """A ``Backbone`` around ``timm.create_model(name, num_classes=0)``.
 
     ``img_size`` sets a ViT's patch grid (CNNs take any size; it then only sets
-    ``data_config``). ``pool``: ``"cls"`` / ``"avg"`` for ViTs, ``None`` for timm's default.
+    ``data_config``). ``patch_size`` (ViTs only; ``None``: the model's own) trades compute
+    for detail: small face crops at patch 8 keep as many tokens as 4x larger ones at
+    patch 16. Pretrained weights of another patch or image size are resampled to fit
+    (``checkpoint.mae_to_timm``).
+    ``pool``: ``"cls"`` / ``"avg"`` for ViTs, ``None`` for timm's default.
     ``pretrained``: ``None`` (random init), ``"timm:<name>.<tag>"`` (timm's hub weights,
     needs network), or a local file: official MAE checkpoint, affectkit checkpoint,
     ``.safetensors`` or a state dict (see ``checkpoint.load_pretrained``).
@@ -219,9 +258,15 @@ def create_backbone(name: str, *, img_size: int | None = None,
                 "Offline? Download them where there is network and pass the local file "
                 "instead: pretrained='/path/to/model.safetensors' (or an MAE .pth)") from exc
 
+    grid = {"img_size": img_size} if img_size else {}
+    if patch_size is not None:
+        grid["patch_size"] = patch_size
     try:
-        model = build(**({"img_size": img_size} if img_size else {}))
+        model = build(**grid)
     except TypeError as exc:
+        if "patch_size" in str(exc) or (patch_size is not None and "img_size" in str(exc)):
+            raise ValueError(f"{name} has no patches to size (patch_size={patch_size}): "
+                             "only ViTs take one") from exc
         if "img_size" not in str(exc):
             raise
         model = build()  # a CNN: it takes any input size
@@ -230,7 +275,7 @@ def create_backbone(name: str, *, img_size: int | None = None,
         backbone.data_config["input_size"] = (in_chans, img_size, img_size)
     if pretrained is not None and not hub:
         report = load_pretrained(model, pretrained)
-        if any(k.startswith("decoder_") or k == "mask_token" for k in report["dropped"]):
+        if any(is_mae_decoder_key(k) for k in report["dropped"]):
             # official MAE weights: ImageNet statistics, whatever timm's default tag uses
             backbone.data_config.update(mean=IMAGENET_MEAN, std=IMAGENET_STD)
         backbone.load_report = report

@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from timm.layers import resample_abs_pos_embed, resample_patch_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -118,20 +118,32 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def resample_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int],
                        num_prefix: int) -> torch.Tensor:
     """(1, P + H*W, D) -> (1, P + grid[0]*grid[1], D): the patch part resized bicubically on
-    its square 2D grid (as MAE and DeiT fine-tune at a new size), the P prefix rows kept."""
-    prefix, patches = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]
-    n, dim = patches.shape[1], patches.shape[2]
+    its square 2D grid (as MAE and DeiT fine-tune at a new size), the P prefix rows kept.
+
+    timm's ``resample_abs_pos_embed`` does the resizing; this checks first that the file's
+    grid is square (timm would assume it) and antialiases only when shrinking, so growing
+    the grid is plain bicubic as in MAE's own ``interpolate_pos_embed``."""
+    n = pos_embed.shape[1] - num_prefix
     side = math.isqrt(n)
     if side * side != n:
         raise ValueError(f"pos_embed has {n} patch positions after {num_prefix} prefix "
                          "tokens: not a square grid")
     if (side, side) == tuple(grid):
         return pos_embed
-    x = patches.reshape(1, side, side, dim).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=tuple(grid), mode="bicubic", align_corners=False,
-                      antialias=grid[0] * grid[1] < n)
-    x = x.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], dim).to(pos_embed.dtype)
-    return torch.cat([prefix, x], dim=1)
+    return resample_abs_pos_embed(pos_embed, list(grid), old_size=[side, side],
+                                  num_prefix_tokens=num_prefix,
+                                  antialias=grid[0] * grid[1] < n)
+
+
+def resample_patch_proj(weight: torch.Tensor, patch_size: tuple[int, int]) -> torch.Tensor:
+    """A patch embedding's conv kernel (D, C, h, w) -> (D, C, *patch_size).
+
+    timm's ``resample_patch_embed`` (FlexiViT's pseudo-inverse resize) keeps each token's
+    embedding of a resized patch close to the original's, so weights pretrained at patch 16
+    start a patch-8 model from what they learned rather than from noise."""
+    if tuple(weight.shape[-2:]) == tuple(patch_size):
+        return weight
+    return resample_patch_embed(weight, list(patch_size))
 
 
 def _classifier_names(model: nn.Module) -> tuple[str, ...]:
@@ -143,11 +155,17 @@ def _under(key: str, names) -> bool:
     return any(key == n or key.startswith(n + ".") for n in names)
 
 
+def is_mae_decoder_key(key: str) -> bool:
+    """Keys only MAE pretraining has (its decoder and mask token): their presence marks an
+    official MAE checkpoint, whose images are normalised with ImageNet statistics."""
+    return key.startswith("decoder_") or key == "mask_token"
+
+
 def _mae_to_timm(state: dict, model: VisionTransformer) -> tuple[dict, list[str]]:
     own = model.state_dict()
     out, dropped = {}, []
     for k, v in state.items():
-        if k.startswith("decoder_") or k == "mask_token":
+        if is_mae_decoder_key(k):
             dropped.append(k)
         elif _under(k, _classifier_names(model)) and (k not in own or own[k].shape != v.shape):
             dropped.append(k)  # a new head is the point of fine-tuning
@@ -158,6 +176,10 @@ def _mae_to_timm(state: dict, model: VisionTransformer) -> tuple[dict, list[str]
             dropped.append(k)
         else:
             out[k] = v
+    proj, own_proj = out.get("patch_embed.proj.weight"), own.get("patch_embed.proj.weight")
+    if (proj is not None and own_proj is not None and proj.ndim == own_proj.ndim == 4
+            and proj.shape[:2] == own_proj.shape[:2]):  # same width and channels
+        out["patch_embed.proj.weight"] = resample_patch_proj(proj, own_proj.shape[-2:])
     pe = out.get("pos_embed")
     if pe is not None and "pos_embed" in own and pe.shape != own["pos_embed"].shape:
         prefix = 0 if model.no_embed_class else model.num_prefix_tokens
@@ -171,10 +193,22 @@ def mae_to_timm(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[s
     MAE's encoder names are timm's already (``patch_embed.proj``, ``cls_token``,
     ``pos_embed``, ``blocks.N.*``, ``norm``/``fc_norm``); this drops the decoder
     (``decoder_*``, ``mask_token``), a head that does not fit, and a final norm on the
-    wrong side of the pooling (see ``load_pretrained``), and resizes ``pos_embed``
+    wrong side of the pooling (see ``load_pretrained``), resamples the patch embedding's
+    kernel when the patch size differs (``resample_patch_proj``), and resizes ``pos_embed``
     bicubically when the patch grid differs (new image or patch size).
     """
     return _mae_to_timm(state_dict, model)[0]
+
+
+def _timm_model(module: nn.Module) -> nn.Module:
+    """The timm model a checkpoint loads into: ``module`` itself, or the one a wrapper
+    holds as ``.model`` (``Backbone``). Duck-typed so this module need not import
+    ``backbone`` (which imports it); timm models carry ``pretrained_cfg`` and are never
+    taken for a wrapper."""
+    inner = getattr(module, "model", None)
+    if isinstance(inner, nn.Module) and not hasattr(module, "pretrained_cfg"):
+        return inner
+    return module
 
 
 def _strip_wrapper(state: dict, own) -> tuple[dict, list[str]]:
@@ -200,13 +234,13 @@ def load_pretrained(backbone_model: nn.Module, path_or_state, strict_encoder: bo
 
     Returns ``missing`` (model keys left at init), ``unexpected`` (file keys the model
     lacks, ignored) and ``dropped`` (decoder, old head, keys outside a wrapper's prefix).
+    A ViT takes weights of another patch size or image size: its patch embedding and
+    position embedding are resampled to the model's (see ``mae_to_timm``).
     Raises ``ValueError`` naming the source and up to 10 keys when no key matches (the
     file is some other network), when shapes disagree, or, with ``strict_encoder``, when
     anything but the new head / final norm would stay at its random init.
     """
-    from .backbone import Backbone  # backbone imports this module
-
-    model = backbone_model.model if isinstance(backbone_model, Backbone) else backbone_model
+    model = _timm_model(backbone_model)
     if isinstance(path_or_state, (str, os.PathLike)):
         source, state = str(path_or_state), load_state_dict_file(path_or_state)
     else:

@@ -13,13 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 
+from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
 from ..labels import ABAW_EXPR, AFFECTNET8, LabelSet
 from .checkpoint import load_state_dict_file
 
 # The public 7-class checkpoints drop AffectNet's last class (Contempt).
 AFFECTNET7 = LabelSet("affectnet7", "expression", AFFECTNET8.classes[:7])
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _conv_bn(cin: int, cout: int, kernel, padding=0) -> nn.Sequential:
@@ -177,16 +176,28 @@ class ExpressionBranch(nn.Module):
         """Ignores ``mode``: a frozen branch is always evaluated, even inside a training parent."""
         return super().train(False)
 
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
     @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The CNN's own prediction scores (B, ``num_classes``), in ``labels`` order and
+        unchanged: what EMMA's VA head reads (the paper's p_EXP2)."""
         x = images
         if x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               align_corners=False, antialias=True)
-        logits = self.cnn(x * self.scale + self.shift).float()
+        return self.cnn(x * self.scale + self.shift).float()
+
+    def abaw_scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` as a distribution over ABAW's 8 classes (see the class docstring)."""
         probs = torch.softmax(logits[:, self.keep], dim=-1)
         out = probs.new_zeros(len(probs), len(ABAW_EXPR))
         return out.index_copy_(1, self.target, probs)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.abaw_scores(self.logits(images))
 
     @classmethod
     def from_config(cls, kind: str = "dan", checkpoint=None, labels: LabelSet | None = None,
