@@ -88,15 +88,13 @@ def speed_probe(configs: dict, table, batch: int, rounds: int, steps: int) -> di
         batch_ = dict(data)
         batch_["expression"] = torch.as_tensor(
             table.expr_labels.convert(table.expression[:n], labels), device=dev)
-        kwargs = {} if cfg.model.kind == "cotex" or not cfg.model.mask_ratio else \
-            {"mask_ratio": cfg.model.mask_ratio}
         setups[name] = (model, build_task(cfg, table), torch.optim.AdamW(model.parameters(), 1e-4),
-                        batch_, kwargs)
+                        batch_)  # the model masks by its own mask_ratio
 
     def step(name):
-        model, task, opt, b, kwargs = setups[name]
+        model, task, opt, b = setups[name]
         with torch.autocast(dev.type, amp) if amp else nullcontext():
-            loss = task(model(b["image"], **kwargs), b)["loss"]
+            loss = task(model(b["image"]), b)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
