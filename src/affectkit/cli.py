@@ -13,6 +13,11 @@ from . import __version__
 LAYOUT_CHOICES = ["auto", "mtl", "per-video", "lsd", "csv", "folders", "images"]
 
 
+def _error(message) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
 def _cmd_sample(args) -> int:
     from .data.sample import write_sample
 
@@ -87,40 +92,11 @@ def _cmd_recipes(args) -> int:
     return 0
 
 
-def _recipes_of_kind(mae: bool) -> list[str]:
-    """Built-in recipes that are (or are not) MAE pretraining, for hints."""
-    from .config import ConfigError, list_recipes, load_config
-    from .kinds import get_kind
-
-    names = []
-    for name in list_recipes():
-        try:
-            if get_kind(load_config(name).model.kind).pretraining == mae:
-                names.append(name)
-        except ConfigError:
-            continue
-    return names
-
-
-def _wrong_command(cfg, pretrain: bool) -> str | None:
-    """The hint when a recipe is given to the other command (train <-> pretrain)."""
-    from .kinds import get_kind
-
-    is_mae = get_kind(cfg.model.kind).pretraining
-    if is_mae == pretrain:
-        return None
-    if is_mae:
-        return (f"recipe {cfg.recipe!r} is pretraining (model.kind: {cfg.model.kind}); run it with "
-                f"'affectkit pretrain {cfg.recipe} ...'")
-    return (f"recipe {cfg.recipe!r} is not pretraining (model.kind: {cfg.model.kind}); "
-            f"fine-tune it with 'affectkit train {cfg.recipe} ...', or pretrain an MAE recipe "
-            f"({', '.join(_recipes_of_kind(mae=True)) or 'model.kind: mae'})")
-
-
 def _cmd_train(args, pretrain: bool = False) -> int:
     import yaml
 
-    from .config import ConfigError, check_paths, config_to_dict, git_sha, load_config
+    from .config import ConfigError
+    from .engine.commands import WrongCommand, exported_encoder, prepare_training, resolved_config
 
     command = "pretrain" if pretrain else "train"
     overrides, dry_run, resume = [], args.dry_run, not args.no_resume
@@ -134,33 +110,24 @@ def _cmd_train(args, pretrain: bool = False) -> int:
         elif item == "--run-dir" or item.startswith("--run-dir="):
             run_dir = item.split("=", 1)[1] if "=" in item else next(items, None)
             if not run_dir:
-                print("error: --run-dir needs a folder", file=sys.stderr)
-                return 2
+                return _error("--run-dir needs a folder")
         elif item.startswith("-"):
-            print(f"error: unknown option {item!r} ({command} takes --dry-run, --no-resume, "
-                  "--run-dir DIR and key=value overrides)", file=sys.stderr)
-            return 2
+            return _error(f"unknown option {item!r} ({command} takes --dry-run, --no-resume, "
+                          "--run-dir DIR and key=value overrides)")
         else:
             overrides.append(item)
     try:
-        cfg = load_config(args.recipe, overrides)
-        hint = _wrong_command(cfg, pretrain)
-        if hint is not None:
-            print(f"error: {hint}", file=sys.stderr)
-            return 2
-        check_paths(cfg)
-        from .engine.build import open_splits
-
-        train_table, val_table = open_splits(cfg)
+        cfg, train_table, val_table = prepare_training(args.recipe, overrides,
+                                                       pretrain=pretrain)
+    except WrongCommand as e:
+        return _error(e)
     except ConfigError as e:
         print("error: invalid config:", file=sys.stderr)
         for problem in e.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
     if dry_run:
-        d = config_to_dict(cfg)
-        d = {"recipe": d.pop("recipe"), "git_sha": git_sha(), **d}
-        print(yaml.safe_dump(d, sort_keys=False), end="")
+        print(yaml.safe_dump(resolved_config(cfg), sort_keys=False), end="")
         print(f"# {command}: {len(train_table)} images, val: {len(val_table)} images "
               "(dry run: nothing trained)")
         return 0
@@ -179,13 +146,10 @@ def _cmd_train(args, pretrain: bool = False) -> int:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     print(f"run folder: {run_dir}")
-    if pretrain:
-        from .engine.pretrain import ENCODER
-
-        encoder = Path(run_dir) / ENCODER
-        if encoder.is_file():
-            print(f"encoder: {encoder} (fine-tune from it: affectkit train RECIPE "
-                  f"model.pretrained={encoder})")
+    encoder = exported_encoder(run_dir) if pretrain else None
+    if encoder is not None:
+        print(f"encoder: {encoder} (fine-tune from it: affectkit train RECIPE "
+              f"model.pretrained={encoder})")
     return 0
 
 
@@ -196,11 +160,6 @@ def _cmd_pretrain(args) -> int:
 # ----------------------------------------------------------------------------- inference
 
 
-def _error(message) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
 def _note(message: str) -> None:
     from .engine import dist
 
@@ -208,280 +167,68 @@ def _note(message: str) -> None:
         print(message, file=sys.stderr)
 
 
-def _batch_size(args, run) -> int:
-    return args.batch_size or min(run.cfg.optim.batch_size, 256)
+def _inference_kw(args) -> dict:
+    """The options evaluate, predict and ensemble share, as plain keyword arguments."""
+    return {"data": args.data, "layout": args.layout, "split": args.split,
+            "images": args.images, "batch_size": args.batch_size,
+            "num_workers": args.num_workers, "note": _note}
 
 
-def _workers(args, run) -> int:
-    return run.cfg.data.num_workers if args.num_workers is None else args.num_workers
-
-
-def _tuned_scores(arrays, labels, thresholds, same_data: bool = True) -> dict:
-    from .engine.evaluation import score_predictions
-
-    tuned = score_predictions(arrays, labels, thresholds)
-    out = {"au_thresholds": [float(t) for t in thresholds], "au_f1": tuned["au_f1"],
-           "au_f1_per_au": tuned["au_f1_per_au"], "p_mtl": tuned["p_mtl"]}
-    if same_data:
-        out["optimistic"] = True
-        out["note"] = ("AU thresholds tuned and scored on the same data: an optimistic "
-                       "estimate; the scores above (at the thresholds given) are the honest ones")
-    return out
-
-
-def _ordered_scores(task: str, rows: int, scores: dict, meta: dict) -> dict:
-    """``affectkit score``'s layout (task, rows, metrics), then where they come from."""
-    return {"task": task, "rows": rows, **scores, **meta}
-
-
-def _write_evaluation(out, arrays, table, run, scores, thresholds, tuned_thr, title,
-                      meta) -> dict:
-    from .engine.inference import hard_predictions
-    from .io import atomic_write_json
-    from .report import write_report
-
-    hard = hard_predictions(arrays, thresholds)
-    paths = {"scores.json": atomic_write_json(out / "scores.json", scores)}
-    paths.update(write_report(out, arrays, table.images, run.labels, scores, hard,
-                              au_thresholds=thresholds, tuned_thresholds=tuned_thr,
-                              title=title, meta=meta))
-    return paths
-
-
-def _au_thresholds_arg(value, run):
-    """0.5, the thresholds of a file, or "tune" (multi-task models only)."""
-    from .engine.inference import RunError, read_thresholds
-
-    if not value:
-        return 0.5
-    if not run.multitask:
-        raise RunError(f"{run.checkpoint} predicts expressions only: it has no AU "
-                       "thresholds (drop --au-thresholds)")
-    return "tune" if value == "tune" else read_thresholds(value)
+def _submission_line(written: dict) -> str:
+    return (f"wrote {written['format']} for {written['rows']} images of {written['source']} "
+            f"to {written['out']}")
 
 
 def _cmd_evaluate(args) -> int:
-    from .engine import dist
-    from .engine.evaluation import score_predictions
-    from .engine.inference import (
-        THRESHOLDS,
-        RunError,
-        load_run,
-        open_table,
-        predict_table,
-        read_run,
-    )
-    from .labels import ABAW_AU
-    from .metrics import save_au_thresholds, tune_au_thresholds
+    from .engine.commands import evaluate_run
+    from .engine.inference import RunError
 
-    info = dist.init_distributed()
     try:
-        files = read_run(args.run)
-        thresholds = _au_thresholds_arg(args.au_thresholds, files)
-        data = open_table(files.cfg, args.data, layout=args.layout, split=args.split,
-                          images=args.images)
-        if data.videos or not data.has_labels(files.multitask):
-            return _error(f"{data.source} [{data.name}] has no labels for this model: "
-                          "evaluate needs a labelled split (--split val); to write a "
-                          "submission for a test list use 'affectkit predict'")
-        run = load_run(files)
+        result = evaluate_run(args.run, out=args.out, au_thresholds=args.au_thresholds,
+                              skip_missing=args.skip_missing, **_inference_kw(args))
     except RunError as e:
         return _error(e)
-    arrays, table = predict_table(run, data.table, batch_size=_batch_size(args, run),
-                                  num_workers=_workers(args, run),
-                                  missing="skip" if args.skip_missing or (
-                                      args.data is None and run.cfg.data.missing == "skip")
-                                  else "error",
-                                  progress=True)
-    tune = isinstance(thresholds, str)
-    given = 0.5 if tune else thresholds
-    scores = score_predictions(arrays, run.labels, given)
-    tuned_thr = None
-    if tune:
-        tuned_thr = tune_au_thresholds(arrays["au_probs"], arrays["au_true"])
-        scores["tuned"] = _tuned_scores(arrays, run.labels, tuned_thr)
-    if not info.is_main:
+    if result is None:  # not rank 0
         return 0
-    out = Path(args.out) if args.out else run.run_dir / f"eval-{data.name.split('/')[-1]}"
-    meta = {"checkpoint": str(run.checkpoint), "epoch": run.epoch, "data": str(data.source),
-            "split": data.name,
-            "au_thresholds": (None if not run.multitask else 0.5 if tune
-                              or args.au_thresholds is None else args.au_thresholds)}
-    if tune:
-        meta["tuned_au_thresholds"] = f"{THRESHOLDS} (tuned on this data: see 'tuned')"
-    scores = _ordered_scores(run.task, len(table), scores, meta)
-    paths = _write_evaluation(out, arrays, table, run, scores, given, tuned_thr,
-                              f"Evaluation of {run.checkpoint}", meta)
-    if tune:
-        info_kw = {"checkpoint": str(run.checkpoint), "checkpoint_file": run.checkpoint.name,
-                   "data": str(data.source), "split": data.name, "rows": len(table),
-                   "au_f1_at_0.5": scores["au_f1"], "au_f1_tuned": scores["tuned"]["au_f1"]}
-        paths[THRESHOLDS] = save_au_thresholds(out / THRESHOLDS, tuned_thr, ABAW_AU.classes,
-                                               **info_kw)
-        own_val = args.data is None and args.split in (None, run.cfg.data.val_split)
-        if own_val and (run.run_dir / "config.yaml").is_file():
-            kept = save_au_thresholds(run.run_dir / THRESHOLDS, tuned_thr, ABAW_AU.classes,
-                                      **info_kw)
-            _note(f"tuned AU thresholds kept with the run: {kept} (predict uses them)")
-        else:
-            _note(f"tuned AU thresholds: {paths[THRESHOLDS]} (pass --au-thresholds "
-                  f"{paths[THRESHOLDS]} to predict)")
-    _note(f"report: {paths['report.md']} ({len(paths)} files in {out})")
-    print(json.dumps(scores, indent=2))
+    paths = result["paths"]
+    _note(f"report: {paths['report.md']} ({len(paths)} files in {result['out']})")
+    print(json.dumps(result["scores"], indent=2))
     return 0
 
 
-def _submission_note(out, data, run_like, n: int) -> str:
-    if data.videos:
-        kind = "per-video " + ("VA/EXPR/AU folders" if run_like.multitask else "EXPR files")
-    else:
-        kind = "MTL submission" if run_like.multitask else "image,label CSV"
-    return f"wrote {kind} for {n} images of {data.source} to {out}"
-
-
-def _write_submission_or_fail(out, run_like, data, hard, label_format) -> int | None:
-    from .engine.inference import write_submission
-
-    if not data.videos and Path(out).is_dir():
-        return _error(f"{out} is a folder: --out names the submission file")
-    try:
-        write_submission(out, run_like, data, hard, label_format)
-    except ValueError as e:
-        return _error(f"{out}: prediction not written: {e}")
-    return None
-
-
 def _cmd_predict(args) -> int:
-    from .engine import dist
-    from .engine.inference import (
-        RunError,
-        check_images,
-        hard_predictions,
-        load_run,
-        open_table,
-        predict_table,
-        read_run,
-        run_thresholds,
-    )
+    from .engine.commands import predict_run
+    from .engine.inference import RunError
 
-    info = dist.init_distributed()
     try:
-        files = read_run(args.run)
-        thresholds = _au_thresholds_arg(args.au_thresholds, files)
-        if isinstance(thresholds, str):
-            return _error("--au-thresholds tune needs labels: tune with 'affectkit evaluate "
-                          "--au-thresholds tune' on validation, then pass its file")
-        note = f"AU thresholds: from {args.au_thresholds}" if args.au_thresholds else None
-        if note is None and files.multitask:
-            found, note = run_thresholds(files)
-            thresholds = found if found is not None else 0.5
-        data = open_table(files.cfg, args.data, layout=args.layout, split=args.split,
-                          images=args.images, default_split="test")
-        check_images(data)
-        run = load_run(files)
+        written = predict_run(args.run, args.out, au_thresholds=args.au_thresholds,
+                              label_format=args.label_format, **_inference_kw(args))
     except RunError as e:
         return _error(e)
-    arrays, table = predict_table(run, data.table, batch_size=_batch_size(args, run),
-                                  num_workers=_workers(args, run), progress=True)
-    if not info.is_main:
-        return 0
-    if note:
-        _note(note)
-    hard = hard_predictions(arrays, thresholds)
-    failed = _write_submission_or_fail(args.out, run, data, hard, args.label_format)
-    if failed is not None:
-        return failed
-    print(_submission_note(args.out, data, run, len(table)))
+    if written is not None:
+        print(_submission_line(written))
     return 0
 
 
 def _cmd_ensemble(args) -> int:
     import numpy as np
 
-    from .engine import dist
-    from .engine.evaluation import score_predictions
-    from .engine.inference import (
-        THRESHOLDS,
-        RunError,
-        check_images,
-        check_same_kind,
-        ensemble_arrays,
-        hard_predictions,
-        load_run,
-        open_table,
-        predict_table,
-        read_run,
-    )
-    from .labels import ABAW_AU
-    from .metrics import save_au_thresholds
-    from .models.ensemble import retune_au_thresholds
+    from .engine.commands import ensemble_runs
+    from .engine.inference import RunError
 
-    info = dist.init_distributed()
-    members, runs = [], []
     try:
-        all_files = [read_run(path) for path in args.runs]
-        check_same_kind(all_files, args.runs)
-        first = all_files[0]
-        thresholds = _au_thresholds_arg(args.au_thresholds, first)
-        if isinstance(thresholds, str):
-            return _error("ensemble re-tunes AU thresholds itself on labelled data; "
-                          "--au-thresholds takes a file")
-        data = open_table(first.cfg, args.data, layout=args.layout, split=args.split,
-                          images=args.images)
-        labelled = not data.videos and data.has_labels(first.multitask)
-        if not labelled:
-            check_images(data)
-        for files in all_files:
-            run = load_run(files)  # frees the files' copy of the weights
-            _note(f"member {len(runs) + 1}/{len(args.runs)}: {run.checkpoint}")
-            arrays, table = predict_table(run, data.table, batch_size=_batch_size(args, run),
-                                          num_workers=_workers(args, run), progress=True)
-            members.append(arrays)
-            run.model = None  # free each member once its predictions are in
-            runs.append(run)
+        result = ensemble_runs(args.runs, args.out, au_thresholds=args.au_thresholds,
+                               label_format=args.label_format, **_inference_kw(args))
     except RunError as e:
         return _error(e)
-    first = runs[0]
-    arrays = ensemble_arrays(members)
-    out = Path(args.out)
-    if not labelled:
-        if not info.is_main:
-            return 0
-        if first.multitask:
-            _note(f"AU thresholds: from {args.au_thresholds}" if args.au_thresholds else
-                  "AU thresholds: 0.5 (pass --au-thresholds with the au_thresholds.json of "
-                  "this ensemble on validation)")
-        hard = hard_predictions(arrays, thresholds)
-        failed = _write_submission_or_fail(out, first, data, hard, args.label_format)
-        if failed is not None:
-            return failed
-        print(_submission_note(out, data, first, len(table)) + f" ({len(runs)} members)")
+    if result is None:  # not rank 0
         return 0
-    scores = score_predictions(arrays, first.labels, thresholds)
-    tuned_thr = None
-    if first.multitask:
-        tuned_thr = retune_au_thresholds(arrays["au_probs"], arrays["au_true"])
-        scores["tuned"] = _tuned_scores(arrays, first.labels, tuned_thr)
-    if not info.is_main:
+    if "scores" not in result:
+        print(_submission_line(result) + f" ({result['members']} members)")
         return 0
-    meta = {"members": [str(r.checkpoint) for r in runs],
-            "member_scores": [float(score_predictions(m, first.labels, thresholds)["score"])
-                              for m in members],
-            "data": str(data.source), "split": data.name,
-            "au_thresholds": (None if not first.multitask else 0.5 if args.au_thresholds is None
-                              else args.au_thresholds)}
-    scores = _ordered_scores(first.task, len(table), scores, meta)
-    paths = _write_evaluation(out, arrays, table, first, scores, thresholds, tuned_thr,
-                              f"Ensemble of {len(runs)} members", meta)
-    if tuned_thr is not None:
-        paths[THRESHOLDS] = save_au_thresholds(
-            out / THRESHOLDS, tuned_thr, ABAW_AU.classes, members=meta["members"],
-            data=str(data.source), split=data.name, rows=len(table),
-            au_f1_tuned=scores["tuned"]["au_f1"])
-        _note(f"ensemble AU thresholds: {paths[THRESHOLDS]} (pass --au-thresholds "
-              f"{paths[THRESHOLDS]} to the test-set ensemble)")
-    _note(f"report: {paths['report.md']}; members' scores "
-          f"{[round(s, 4) for s in meta['member_scores']]}, ensemble "
+    scores = result["scores"]
+    _note(f"report: {result['paths']['report.md']}; members' scores "
+          f"{[round(s, 4) for s in scores['member_scores']]}, ensemble "
           f"{float(np.round(scores['score'], 4))}")
     print(json.dumps(scores, indent=2))
     return 0
@@ -534,27 +281,25 @@ def build_parser() -> argparse.ArgumentParser:
     rc = sub.add_parser("recipes", help="list the built-in training recipes")
     rc.set_defaults(fn=_cmd_recipes)
 
+    def train_args(q, recipe_help: str, example: str):
+        q.add_argument("recipe", help=recipe_help)
+        q.add_argument("overrides", nargs=argparse.REMAINDER,
+                       help=f"key=value overrides, e.g. {example} optim.epochs=5")
+        q.add_argument("--dry-run", action="store_true",
+                       help="check the config and data, print the resolved config, train nothing")
+        q.add_argument("--no-resume", action="store_true",
+                       help="start fresh even if the run folder has a last.pt")
+        q.add_argument("--run-dir", help="run folder (default: run.out_dir)")
+
     tr = sub.add_parser("train", help="train a recipe or config file (resumes its run folder)")
-    tr.add_argument("recipe", help="built-in recipe name (see 'affectkit recipes') or YAML file")
-    tr.add_argument("overrides", nargs=argparse.REMAINDER,
-                    help="key=value overrides, e.g. data.root=/data optim.epochs=5")
-    tr.add_argument("--dry-run", action="store_true",
-                    help="check the config and data, print the resolved config, train nothing")
-    tr.add_argument("--no-resume", action="store_true",
-                    help="start fresh even if the run folder has a last.pt")
-    tr.add_argument("--run-dir", help="run folder (default: run.out_dir)")
+    train_args(tr, "built-in recipe name (see 'affectkit recipes') or YAML file",
+               "data.root=/data")
     tr.set_defaults(fn=_cmd_train)
 
     pt = sub.add_parser("pretrain", help="MAE pretraining of a recipe (model.kind: mae); "
                                          "resumes its run folder, exports encoder.pth")
-    pt.add_argument("recipe", help="MAE recipe name (e.g. mae-face, mae-face-tiny) or YAML file")
-    pt.add_argument("overrides", nargs=argparse.REMAINDER,
-                    help="key=value overrides, e.g. data.root=/data/celeba optim.epochs=5")
-    pt.add_argument("--dry-run", action="store_true",
-                    help="check the config and data, print the resolved config, train nothing")
-    pt.add_argument("--no-resume", action="store_true",
-                    help="start fresh even if the run folder has a last.pt")
-    pt.add_argument("--run-dir", help="run folder (default: run.out_dir)")
+    train_args(pt, "MAE recipe name (e.g. mae-face, mae-face-tiny) or YAML file",
+               "data.root=/data/celeba")
     pt.set_defaults(fn=_cmd_pretrain)
 
     def inference_args(q, data_help: str, split_help: str):

@@ -4,6 +4,14 @@
 * Per-video: ``<video>.txt`` per video, the task's header, one line per frame.
 * Single-label tasks (EXPR on stills, LSD): ``image,label`` CSV.
 
+``write_submission`` picks the format from what the model predicts and what was listed:
+a list of video names gets the per-video files, one line per frame 1 .. the video's last
+face crop, a frame without a crop taking the prediction of the nearest frame that has
+one (the challenge wants a line for every frame); multi-task models write ``VA/``,
+``EXPR/`` and ``AU/`` sub-folders, expression-only models the EXPR files directly (their
+classes mapped to ABAW's 8 by name). A list of images gets the MTL submission
+(multi-task) or the ``image,label`` CSV (expression only), in the list's order.
+
 Writers validate everything before the (atomic) write: a submission the
 server would reject never reaches the disk.
 """
@@ -143,3 +151,49 @@ def write_label_csv(path: str | os.PathLike, images, expression, labels: LabelSe
     values = [labels.classes[e] if label_format == "name" else str(e) for e in expression]
     rows = ["image,label", *(f"{i},{v}" for i, v in zip(images, values))]
     return atomic_write_text(path, "\n".join(rows) + "\n")
+
+
+def _fill_frames(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Frames 1..max and, for each, the position in ``frames`` (sorted) of the nearest one."""
+    full = np.arange(1, int(frames.max()) + 1)
+    right = np.clip(np.searchsorted(frames, full), 0, len(frames) - 1)
+    left = np.clip(right - 1, 0, len(frames) - 1)
+    pick = np.where(np.abs(frames[left] - full) <= np.abs(frames[right] - full), left, right)
+    return full, pick
+
+
+def write_per_video(folder: str | os.PathLike, table: FaceTable, hard: dict[str, np.ndarray],
+                    labels: LabelSet, multitask: bool) -> list[Path]:
+    """One ``<video>.txt`` per video and task (see the module doc); frames 1..last crop."""
+    folder = Path(folder)
+    expression = hard["expression"]
+    if labels.name != ABAW_EXPR.name:
+        expression = labels.convert(expression, ABAW_EXPR)
+        if (expression < 0).any():
+            lost = sorted({labels.classes[e] for e in hard["expression"][expression < 0]})
+            raise ValueError(f"classes {lost} of {labels.name} have no ABAW EXPR class")
+    tasks = {"EXPR": expression}
+    if multitask:
+        tasks = {"VA": hard["va"], "EXPR": expression, "AU": hard["au"]}
+    out = []
+    for video, rows in table.videos().items():
+        frames = table.df["frame"].to_numpy()[rows]
+        if (frames < 1).any():
+            raise ValueError(f"video {video!r}: per-video files need frame numbers")
+        _, pick = _fill_frames(frames)
+        for task, values in tasks.items():
+            target = folder / task if multitask else folder
+            out += write_per_video_predictions(target, task, {video: values[rows][pick]})
+    return out
+
+
+def write_submission(out: str | os.PathLike, table: FaceTable, hard: dict[str, np.ndarray],
+                     labels: LabelSet, *, multitask: bool, videos: bool,
+                     label_format: str = "name") -> list[Path]:
+    """The challenge's format for ``table`` (see the module doc), in the list's order."""
+    if videos:
+        return write_per_video(out, table, hard, labels, multitask)
+    if multitask:
+        return [write_mtl_submission(out, table.images, hard["va"], hard["expression"],
+                                     hard["au"])]
+    return [write_label_csv(out, table.images, hard["expression"], labels, label_format)]

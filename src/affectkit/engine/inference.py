@@ -1,4 +1,4 @@
-"""Trained runs at work: load a run or checkpoint, predict over a table, write submissions.
+"""Trained runs at work: load a run or checkpoint, predict over a table.
 
 ``load_run`` turns a run folder (``best.pt``, else ``last.pt``) or a checkpoint file
 (``.pt`` / ``.pth`` / ``.safetensors``) into its config and a ready model; the config
@@ -13,20 +13,8 @@ when there is one, sharded under ``torchrun``) and returns per-image arrays:
 ``va`` (N, 2), ``expr_probs`` (N, C), ``au_probs`` (N, 12) as the model has them, and
 the labels (``va_true``, ``expr_true``, ``au_true``; sentinels where unlabelled).
 
-Submission formats (``write_submission``):
-
-* multi-task models, a list of images: the MTL submission
-  (``image,valence,arousal,expression,aus``, in the list's order);
-* expression-only models (CoTEX, LSD included), a list of images: ``image,label`` CSV
-  in the list's order, the label a class name (``label_format="name"``, unambiguous
-  whatever the class order) or its index in the model's label set (``"index"``); both
-  read back with ``data.submission.read_label_csv``;
-* a list of video names: the per-video format, one ``<video>.txt`` per video with the
-  task's header and one line per frame, frames 1 .. the video's last face crop. A frame
-  without a crop takes the prediction of the nearest frame that has one (the challenge
-  wants a line for every frame). A multi-task model writes ``VA/``, ``EXPR/`` and
-  ``AU/`` sub-folders; an expression-only model writes the EXPR files directly (its
-  classes mapped to ABAW's 8 by name).
+The readers of test lists live in ``data.videos``, the submission writers in
+``data.submission``; ``engine.commands`` puts them together for the CLI.
 """
 
 from __future__ import annotations
@@ -42,22 +30,15 @@ import torch
 from torch import nn
 
 from ..config import Config, ConfigError, config_from_dict, load_config, parse_value
-from ..data.abaw import default_image_root, list_frames
 from ..data.augment import eval_transform
 from ..data.dataset import FaceDataset
 from ..data.discover import detect_layouts, open_dataset
 from ..data.errors import DataError
-from ..data.folders import is_image
 from ..data.images import find_missing
-from ..data.parse import read_lines
-from ..data.submission import (
-    write_label_csv,
-    write_mtl_submission,
-    write_per_video_predictions,
-)
-from ..data.table import FaceTable, make_table_frame
+from ..data.table import FaceTable
+from ..data.videos import is_video_list, read_image_folder, read_video_list
 from ..kinds import ModelKind, get_kind
-from ..labels import ABAW_AU, ABAW_EXPR, LabelSet, au_valid, expr_valid, get_label_set, va_valid
+from ..labels import ABAW_AU, LabelSet, au_valid, expr_valid, get_label_set, va_valid
 from ..metrics import binarize_au, load_au_thresholds
 from ..models.checkpoint import _strip_ddp, _torch_load
 from ..models.ensemble import average_members
@@ -305,59 +286,6 @@ class EvalData:
                     or au_valid(t.au).any())
 
 
-def _list_entries(path: Path) -> list[tuple[int, str]]:
-    try:
-        return [(no, s.split(",")[0].strip()) for no, s in read_lines(path)]
-    except UnicodeDecodeError:
-        return []
-
-
-def _is_video_list(path: Path) -> bool:
-    """A text file of bare video names (no folder part, no image extension)."""
-    if path.suffix.lower() == ".csv":
-        return False
-    entries = [e for _, e in _list_entries(path)]
-    if entries and entries[0].lower() in ("video", "videos", "name"):
-        entries = entries[1:]
-    return bool(entries) and all("/" not in e and "\\" not in e and not is_image(e) and e
-                                 for e in entries)
-
-
-def read_video_list(path: str | os.PathLike, image_root: str | os.PathLike | None = None
-                    ) -> FaceTable:
-    """A per-video test list (video names) -> one row per face crop of each video, videos
-    in list order, frames in order. A video without crops is an error naming its folder."""
-    path = Path(path)
-    root = Path(image_root) if image_root else default_image_root(path)
-    entries = _list_entries(path)
-    if entries and entries[0][1].lower() in ("video", "videos", "name"):
-        entries = entries[1:]
-    images, videos, frames, seen = [], [], [], {}
-    for no, video in entries:
-        if video in seen:
-            raise DataError(path, no, f"duplicate video {video!r} (first on line {seen[video]})")
-        seen[video] = no
-        crops = list_frames(root / video)
-        if not crops:
-            raise DataError(path, no, f"video {video!r} has no face crops under {root / video}")
-        for f in sorted(crops):
-            images.append(f"{video}/{crops[f]}")
-            videos.append(video)
-            frames.append(f)
-    df = make_table_frame(images, video=videos, frame=frames)
-    return FaceTable(df, root, source=str(path))
-
-
-def _image_folder(root: Path) -> FaceTable | None:
-    """Every image under a folder that holds no known layout (e.g. the LSD test set)."""
-    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                   if p.is_file() and is_image(p) and not any(
-                       part.startswith(".") for part in p.relative_to(root).parts))
-    if not files:
-        return None
-    return FaceTable(make_table_frame(files, frame=[-1] * len(files)), root, source=str(root))
-
-
 def open_table(cfg: Config, data: str | os.PathLike | None = None, *, layout: str | None = None,
                split: str | None = None, images: str | os.PathLike | None = None,
                default_split: str | None = None) -> EvalData:
@@ -378,10 +306,10 @@ def open_table(cfg: Config, data: str | os.PathLike | None = None, *, layout: st
         layout = layout or "auto"
     if not root.exists():
         raise DataError(root, None, "no such file or directory")
-    if root.is_file() and layout in ("auto", "per-video") and _is_video_list(root):
+    if root.is_file() and layout in ("auto", "per-video") and is_video_list(root):
         return EvalData(read_video_list(root, images), root.stem, root, videos=True)
     if root.is_dir() and layout == "auto" and not detect_layouts(root):
-        table = _image_folder(root)
+        table = read_image_folder(root)
         if table is not None:
             return EvalData(table, root.name, root)
     labels = get_label_set(d.expr_labels) if d.expr_labels else None
@@ -473,51 +401,3 @@ def hard_predictions(arrays: dict[str, np.ndarray], au_thresholds=0.5) -> dict[s
     if "au_probs" in arrays:
         out["au"] = binarize_au(np.clip(arrays["au_probs"], 0.0, 1.0), au_thresholds)
     return out
-
-
-# ----------------------------------------------------------------------------- writing
-
-
-def _fill_frames(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Frames 1..max and, for each, the position in ``frames`` (sorted) of the nearest one."""
-    full = np.arange(1, int(frames.max()) + 1)
-    right = np.clip(np.searchsorted(frames, full), 0, len(frames) - 1)
-    left = np.clip(right - 1, 0, len(frames) - 1)
-    pick = np.where(np.abs(frames[left] - full) <= np.abs(frames[right] - full), left, right)
-    return full, pick
-
-
-def write_per_video(folder: str | os.PathLike, table: FaceTable, hard: dict[str, np.ndarray],
-                    labels: LabelSet, multitask: bool) -> list[Path]:
-    """One ``<video>.txt`` per video and task (see the module doc); frames 1..last crop."""
-    folder = Path(folder)
-    expression = hard["expression"]
-    if labels.name != ABAW_EXPR.name:
-        expression = labels.convert(expression, ABAW_EXPR)
-        if (expression < 0).any():
-            lost = sorted({labels.classes[e] for e in hard["expression"][expression < 0]})
-            raise ValueError(f"classes {lost} of {labels.name} have no ABAW EXPR class")
-    tasks = {"EXPR": expression}
-    if multitask:
-        tasks = {"VA": hard["va"], "EXPR": expression, "AU": hard["au"]}
-    out = []
-    for video, rows in table.videos().items():
-        frames = table.df["frame"].to_numpy()[rows]
-        if (frames < 1).any():
-            raise ValueError(f"video {video!r}: per-video files need frame numbers")
-        _, pick = _fill_frames(frames)
-        for task, values in tasks.items():
-            target = folder / task if multitask else folder
-            out += write_per_video_predictions(target, task, {video: values[rows][pick]})
-    return out
-
-
-def write_submission(out: str | os.PathLike, run_like: RunKind, data: EvalData,
-                     hard: dict[str, np.ndarray], label_format: str = "name") -> list[Path]:
-    """The challenge's format for ``data`` (see the module doc), in the list's order."""
-    if data.videos:
-        return write_per_video(out, data.table, hard, run_like.labels, run_like.multitask)
-    images = data.table.images
-    if run_like.multitask:
-        return [write_mtl_submission(out, images, hard["va"], hard["expression"], hard["au"])]
-    return [write_label_csv(out, images, hard["expression"], run_like.labels, label_format)]
