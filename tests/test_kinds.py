@@ -60,6 +60,11 @@ def test_registry_knows_builtins_and_refuses_unknown_kinds():
         load_config("demo", ["model.kind=nope"])
     with pytest.raises(ValueError, match="already registered"):
         register_kind(type("Other", (ToyKind,), {})())
+    with pytest.raises(ValueError, match="predicts must be a non-empty subset"):
+        register_kind(type("Bad", (ToyKind,), {"name": "bad", "predicts": frozenset({"age"})})())
+    # the branch check holds for every kind but EMMA
+    with pytest.raises(ConfigError, match="model.expr_branch.*only kind 'emma'"):
+        load_config("demo", ["model.kind=toy-expr", "model.expr_branch=dan"])
     # the kind's own checks run in config validation
     with pytest.raises(ConfigError, match="model.num_classes"):
         load_config("demo", ["model.kind=toy-expr", "model.num_classes=3"])

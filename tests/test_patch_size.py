@@ -115,3 +115,12 @@ def _imports(module) -> set[str]:
 def test_backbone_and_checkpoint_do_not_import_each_other():
     assert "checkpoint" in _imports(backbone_module)
     assert "backbone" not in _imports(checkpoint_module)
+
+
+def test_config_refuses_a_bad_patch_size():
+    from affectkit.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="model.patch_size.*must be >= 1"):
+        load_config("demo", ["model.patch_size=0"])
+    with pytest.raises(ConfigError, match="model.patch_size.*expected"):
+        load_config("demo", ["model.patch_size=eight"])

@@ -451,7 +451,10 @@ def validate(cfg: Config, where: dict[str, str] | None = None) -> None:
     from .kinds import get_kind, kind_names
 
     if m.kind in kind_names():
-        get_kind(m.kind).validate(cfg, need)  # every kind checks its own settings
+        kind = get_kind(m.kind)
+        need(m.expr_branch is None or kind.has_expr_branch, "model.expr_branch",
+             f"only kind 'emma' has a CNN expression branch (kind is {m.kind!r}): must be null")
+        kind.validate(cfg, need)  # every kind checks its own settings
     else:
         need(False, "model.kind", f"must be one of {kind_names()}")
 

@@ -246,7 +246,7 @@ VAL_FRACTION = 0.02  # share of an image tree held out for validation ...
 VAL_MAX = 256  # ... at most this many images (a validation pass stays cheap)
 
 
-def _list_images(root: Path) -> list[str]:
+def list_images(root: Path) -> list[str]:
     """Image files under ``root``, recursively, as sorted '/'-separated relative paths;
     hidden files and folders (``.cache``, ``.DS_Store``) are left out."""
     out = []
@@ -287,14 +287,14 @@ def read_image_tree(root: str | os.PathLike, val_fraction: float = VAL_FRACTION,
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, None, "not a directory (the images layout reads a folder tree)")
-    loose = _list_images(root)
+    loose = list_images(root)
     archives = sorted(p for p in root.rglob("*.zip")
                       if p.is_file() and not any(part.startswith(".")
                                                  for part in p.relative_to(root).parts))
     image_root, images = root, loose
     if archives:
         extracted = extract_archives(archives)
-        inside = _list_images(extracted)
+        inside = list_images(extracted)
         if not loose:
             image_root, images = extracted, inside
         else:

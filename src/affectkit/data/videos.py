@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .abaw import default_image_root, list_frames
 from .errors import DataError
-from .folders import _list_images, is_image
+from .folders import is_image, list_images
 from .parse import read_lines
 from .table import FaceTable, make_table_frame
 
@@ -65,7 +65,7 @@ def read_video_list(path: str | os.PathLike, image_root: str | os.PathLike | Non
 
 def read_image_folder(root: Path) -> FaceTable | None:
     """Every image under a folder that holds no known layout; None when it holds none."""
-    files = _list_images(root)
+    files = list_images(root)
     if not files:
         return None
     return FaceTable(make_table_frame(files, frame=[-1] * len(files)), root, source=str(root))

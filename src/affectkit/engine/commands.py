@@ -16,7 +16,15 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..config import Config, ConfigError, check_paths, config_to_dict, git_sha, load_config
+from ..config import (
+    Config,
+    ConfigError,
+    check_paths,
+    config_to_dict,
+    git_sha,
+    list_recipes,
+    load_config,
+)
 from ..data.submission import write_submission
 from ..data.table import FaceTable
 from ..io import atomic_write_json
@@ -60,8 +68,6 @@ def _silent(message: str) -> None:
 
 def _recipes_of_kind(mae: bool) -> list[str]:
     """Built-in recipes that are (or are not) MAE pretraining, for hints."""
-    from ..config import list_recipes
-
     names = []
     for name in list_recipes():
         try:

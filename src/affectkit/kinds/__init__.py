@@ -39,14 +39,16 @@ class ModelKind(ABC):
     name: str
     predicts: frozenset[str] = frozenset(TASKS)  # which of "va", "expr", "au"
     pretraining: bool = False  # MAE-like: trained by ``affectkit pretrain``, predicts nothing
+    has_expr_branch: bool = False  # takes model.expr_branch (EMMA's frozen CNN)
 
     def validate(self, cfg, need: Need) -> None:  # noqa: B027 (optional: no checks)
         """Kind-specific config checks, reported through ``need`` (every problem at once)."""
 
     @abstractmethod
     def build_model(self, cfg, img_size: int | None = None, load_weights: bool = True):
-        """``cfg`` is a ``ModelConfig``; ``load_weights=False``: the architecture alone
-        (no pretrained file, no branch checkpoint), for a run's own checkpoint to fill."""
+        """``cfg`` is a whole ``Config`` or its ``ModelConfig``; ``load_weights=False``:
+        the architecture alone (no pretrained file, no branch checkpoint), for a run's own
+        checkpoint to fill."""
 
     @abstractmethod
     def build_task(self, cfg, train_table=None):

@@ -17,8 +17,6 @@ class CoTEXKind(ModelKind):
         m = cfg.model
         need(m.num_classes is not None and m.num_classes >= 2, "model.num_classes",
              "cotex needs the number of classes (>= 2; 6 for LSD, 8 for ABAW EXPR)")
-        need(m.expr_branch is None, "model.expr_branch",
-             "only kind 'emma' has a CNN expression branch (kind is 'cotex'): must be null")
 
     def build_model(self, cfg, img_size=None, load_weights=True):
         m = model_config(cfg)

@@ -13,6 +13,7 @@ from .mtl import backbone_of, model_config, mtl_task, validate_mtl_heads
 
 class EMMAKind(ModelKind):
     name = "emma"
+    has_expr_branch = True
 
     def validate(self, cfg, need) -> None:
         m = cfg.model

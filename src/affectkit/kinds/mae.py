@@ -19,8 +19,6 @@ class MAEKind(ModelKind):
              "MAE reconstructs the masked patches: must be in (0, 1) (the paper: 0.75)")
         need(m.num_classes is None, "model.num_classes",
              "MAE pretraining has no classes: must be null")
-        need(m.expr_branch is None, "model.expr_branch",
-             "only kind 'emma' has a CNN expression branch (kind is 'mae'): must be null")
         need(m.pool == "cls", "model.pool", "MAE's encoder keeps the CLS token and normalises "
                                             "every token (fine-tuning picks its own pool): "
                                             "must be 'cls'")

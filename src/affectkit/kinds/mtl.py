@@ -58,8 +58,6 @@ class Baseline(ModelKind):
     def validate(self, cfg, need) -> None:
         m = cfg.model
         validate_mtl_heads(cfg, need)
-        need(m.expr_branch is None, "model.expr_branch",
-             f"only kind 'emma' has a CNN expression branch (kind is {m.kind!r}): must be null")
         need(not m.stop_gradient, "model.stop_gradient", "the Table 1 baselines fine-tune "
              "everything (only EMMA stops the VA gradient): must be false")
         if self.cnn:

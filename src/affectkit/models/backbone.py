@@ -85,32 +85,17 @@ def prefixed_group_matcher(module_prefix: str, matcher):
 
 
 class HeadsOnBackbone(nn.Module):
-    """Base of the models that put heads on one ``self.backbone``: timm's optimiser helpers
-    see through them (layer decay stays on), and a mask ratio is checked once.
+    """Base of EMMA and the multi-task baseline: one ``backbone`` with the AU (12) and EXPR
+    (8) linear heads on its pooled features (each adds its own VA head); timm's optimiser
+    helpers see through it (layer decay stays on)."""
 
-    With ``au_expr=True`` it holds the AU (12) and EXPR (8) linear heads on the pooled
-    features that EMMA and the multi-task baseline share; they add their own VA head.
-    """
-
-    def __init__(self, backbone: Backbone | None = None, mask_ratio: float = 0.0,
-                 head_dropout: float = 0.0, au_expr: bool = False):
+    def __init__(self, backbone: Backbone, mask_ratio: float = 0.0, head_dropout: float = 0.0):
         super().__init__()
-        if backbone is None:
-            return
         self.backbone = backbone
-        self.mask_ratio = self.check_mask_ratio(backbone, mask_ratio)  # training only
+        self.mask_ratio = backbone.check_mask_ratio(mask_ratio)  # training only
         self.head_drop = nn.Dropout(head_dropout)
-        if au_expr:
-            self.au_head = nn.Linear(backbone.num_features, len(ABAW_AU))
-            self.expr_head = nn.Linear(backbone.num_features, len(ABAW_EXPR))
-
-    @staticmethod
-    def check_mask_ratio(backbone: Backbone, mask_ratio: float) -> float:
-        if mask_ratio and not backbone.is_vit:
-            raise ValueError(f"mask_ratio={mask_ratio}: only a ViT backbone can drop tokens")
-        if not 0.0 <= mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
-        return mask_ratio
+        self.au_head = nn.Linear(backbone.num_features, len(ABAW_AU))
+        self.expr_head = nn.Linear(backbone.num_features, len(ABAW_EXPR))
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False):
@@ -149,11 +134,18 @@ class Backbone(nn.Module):
         self.data_config = cfg  # mean/std/size the weights expect; a plain, settable dict
         self.load_report: dict[str, list[str]] | None = None  # set by create_backbone
 
-    def _check_ratio(self, mask_ratio: float) -> float:
+    def check_mask_ratio(self, mask_ratio: float) -> float:
+        """``mask_ratio`` if this backbone can drop that share of its tokens, else an error:
+        the one check of every model that masks (at construction) and of ``forward``."""
         if mask_ratio and not self.is_vit:
             raise ValueError(f"mask_ratio={mask_ratio}: only ViT backbones can drop tokens, "
                              f"{type(self.model).__name__} is a CNN")
-        num_kept(1, mask_ratio)  # validates the range
+        if not 0.0 <= mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+        return mask_ratio
+
+    def _check_ratio(self, mask_ratio: float) -> float:
+        self.check_mask_ratio(mask_ratio)
         return mask_ratio if self.training else 0.0
 
     def forward_tokens(self, x: torch.Tensor, mask_ratio: float = 0.0,

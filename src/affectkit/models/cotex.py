@@ -15,14 +15,14 @@ import copy
 import torch
 from torch import nn
 
-from .backbone import Backbone, HeadsOnBackbone, prefixed_group_matcher
+from .backbone import Backbone, prefixed_group_matcher
 
 
 class MaskedCoTEX(nn.Module):
     def __init__(self, backbone: Backbone, num_classes: int, mask_ratio: float = 0.75,
                  head_dropout: float = 0.0):
         super().__init__()
-        self.mask_ratio = HeadsOnBackbone.check_mask_ratio(backbone, mask_ratio)
+        self.mask_ratio = backbone.check_mask_ratio(mask_ratio)
         self.views = nn.ModuleList([backbone, copy.deepcopy(backbone)])  # same initial weights
         self.head_drop = nn.Dropout(head_dropout)
         self.heads = nn.ModuleList([nn.Linear(backbone.num_features, num_classes)

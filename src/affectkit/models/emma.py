@@ -26,7 +26,7 @@ class EMMA(HeadsOnBackbone):
                  va_inputs: str = "logits", mask_ratio: float = 0.0):
         if va_inputs not in ("logits", "probs"):
             raise ValueError(f"va_inputs must be 'logits' or 'probs', got {va_inputs!r}")
-        super().__init__(backbone, mask_ratio, head_dropout, au_expr=True)
+        super().__init__(backbone, mask_ratio, head_dropout)
         self.expr_branch = expr_branch  # frozen; its own train() keeps it in eval mode
         self.stop_gradient = stop_gradient
         self.va_inputs = va_inputs

@@ -16,7 +16,7 @@ from .backbone import Backbone, HeadsOnBackbone
 
 class MultiTaskBaseline(HeadsOnBackbone):
     def __init__(self, backbone: Backbone, mask_ratio: float = 0.0, head_dropout: float = 0.0):
-        super().__init__(backbone, mask_ratio, head_dropout, au_expr=True)
+        super().__init__(backbone, mask_ratio, head_dropout)
         self.va_head = nn.Linear(backbone.num_features, 2)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
