@@ -18,7 +18,7 @@ from affectkit.config import (
 )
 
 RECIPES = ("emma-mtl", "vit-mtl", "cnn-mtl", "cotex-lsd", "cotex-expr", "demo", "demo-cnn",
-           "mae-face", "mae-face-tiny")
+           "mae-face", "mae-face-tiny", "default-model")
 
 
 def write(path, text):

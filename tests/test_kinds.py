@@ -4,6 +4,7 @@ predicts through the normal commands, touching no library file."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from torch import nn
@@ -70,7 +71,8 @@ def test_registry_knows_builtins_and_refuses_unknown_kinds():
         load_config("demo", ["model.kind=toy-expr", "model.num_classes=3"])
 
 
-def test_toy_kind_trains_evaluates_and_predicts_through_the_cli(sample, tmp_path, capsys):
+def test_toy_kind_trains_evaluates_and_predicts_through_the_cli(sample, tmp_path, capsys,
+                                                               monkeypatch):
     recipe = tmp_path / "toy.yaml"
     recipe.write_text("base: demo\nmodel:\n  kind: toy-expr\n  pretrained: null\n"
                       "optim:\n  epochs: 1\n  warmup_epochs: 0\n  batch_size: 8\n"
@@ -90,3 +92,15 @@ def test_toy_kind_trains_evaluates_and_predicts_through_the_cli(sample, tmp_path
     assert len(table) > 0 and ((table.expression >= 0) & (table.expression < 8)).all()
     # a multi-task-only option is refused for an expression-only kind
     assert main(["evaluate", str(run), "--au-thresholds", "tune"]) == 2
+
+    # a kind with its own submission format: predict writes through the kind's writer
+    def own_format(self, out, table, hard, labels, *, videos, label_format="name"):
+        rows = [f"{i} -> {labels.classes[e]}" for i, e in zip(table.images,
+                                                             hard["expression"])]
+        Path(out).write_text("\n".join(rows) + "\n")
+        return [Path(out)]
+
+    monkeypatch.setattr(ToyKind, "write_submission", own_format, raising=False)
+    own = tmp_path / "own.txt"
+    assert main(["predict", str(run), "--data", str(sample["test"]), "--out", str(own)]) == 0
+    assert " -> " in own.read_text().splitlines()[0]

@@ -32,7 +32,7 @@ import torchvision
 import affectkit
 from affectkit.config import Config, ConfigError, config_to_dict, git_sha, load_config
 from affectkit.data import open_dataset
-from affectkit.data.augment import eval_transform
+from affectkit.data.augment import transforms_for
 from affectkit.data.dataset import FaceDataset
 from affectkit.data.errors import DataError
 from affectkit.data.table import FaceTable
@@ -113,10 +113,10 @@ def environment() -> dict:
     }
 
 
-def command_line(argv: list[str] | None = None) -> str:
+def command_line(argv: list[str] | None = None, module: str = "benchmarks.real.run") -> str:
     argv = sys.argv[1:] if argv is None else argv
     exe = os.path.relpath(sys.executable) if sys.executable else "python"
-    return shlex.join([exe, "-m", "benchmarks.real.run", *argv])
+    return shlex.join([exe, "-m", module, *argv])
 
 
 def now() -> str:
@@ -364,7 +364,7 @@ def predict(model: torch.nn.Module, table: FaceTable, cfg: Config, batch: int
     """``infer`` over ``table`` with the evaluation transform (resize to ``img_size``)."""
     dev = device()
     cnn = is_cnn(model)
-    ds = FaceDataset(table, eval_transform(cfg.data.img_size))
+    ds = FaceDataset(table, transforms_for(cfg.data)[1])
     amp = torch.bfloat16 if dev.type == "cuda" else None
     if cnn:
         model = model.to(memory_format=torch.channels_last)
@@ -491,7 +491,7 @@ class Results:
     seed and not run again are kept (so a benchmark can be run model by model)."""
 
     def __init__(self, out_dir: Path, benchmark: str, profile_name: str, profile: dict,
-                 seed: int, argv: list[str] | None = None):
+                 seed: int, argv: list[str] | None = None, module: str = "benchmarks.real.run"):
         self.path = Path(out_dir) / f"{benchmark}-{profile_name}-s{seed}.json"
         self.t0 = time.perf_counter()
         old = {}
@@ -506,9 +506,9 @@ class Results:
             old = {}
         self.data = {
             "benchmark": benchmark, "profile": profile_name, "seed": seed,
-            "command": command_line(argv), "started": now(), "finished": None,
+            "command": command_line(argv, module), "started": now(), "finished": None,
             "wall_s": None, "environment": environment(), "settings": profile,
-            "commands": old.get("commands", []) + [command_line(argv)],
+            "commands": old.get("commands", []) + [command_line(argv, module)],
             "data": old.get("data", {}), "pretrain": old.get("pretrain"),
             "models": old.get("models", {}), "extra": old.get("extra", {}),
             "not_measured": {},

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_MD = REPO / "benchmarks" / "RESULTS.md"
 PROFILE_ORDER = {"gpu": 0, "cpu": 1, "cpu-long": 2, "smoke": 3}
-BENCH_ORDER = {"mae": -1, "fer2013": 0, "ckplus": 1, "cross-domain": 2}
+BENCH_ORDER = {"mae": -1, "default-model": -2, "fer2013": 0, "ckplus": 1, "cross-domain": 2}
 ABAW_AUS = ("AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU15", "AU23", "AU24",
             "AU25", "AU26")
 N_BOOT = 2000
@@ -606,7 +606,60 @@ def load_results(results_dir: Path, include_smoke: bool | None = None) -> list[d
     return [r for r in runs if include_smoke or r["profile"] != "smoke"]
 
 
+def default_model_section(runs: list[dict]) -> list[str]:
+    """The shipped default model: FER2013 by test-time augmentation, CK+ transfer, AUs,
+    and the issue's targets met or missed."""
+    lines = []
+    for r in runs:
+        for name, m in (r.get("models") or {}).items():
+            tr, fer = m.get("train", {}), m.get("fer2013", {})
+            lines += [f"`{name}`: {m.get('backbone')} ({m.get('parameters', 0):,} parameters) "
+                      f"@ {m.get('img_size')} px, recipe `{m.get('recipe')}`, "
+                      f"{tr.get('epochs')} epochs (best {tr.get('best_epoch')}), "
+                      f"{num(tr.get('train_img_per_s'))} train img/s, "
+                      f"{num((tr.get('wall_s') or 0) / 60)} min of training.", "",
+                      "| test-time augmentation | PublicTest acc % | PrivateTest acc % | "
+                      "PrivateTest macro F1 % |", "| --- | ---: | ---: | ---: |"]
+            chosen = fer.get("tta_selected_on_publictest")
+            for tta, sc in (fer.get("by_tta") or {}).items():
+                mark = " (selected on PublicTest)" if tta == chosen else ""
+                lines.append(f"| {tta}{mark} | {pct(get(sc, 'public', 'acc'))} | "
+                             f"{pct(get(sc, 'private', 'acc'))} | "
+                             f"{pct(get(sc, 'private', 'f1'))} |")
+            for label, acc, f1 in get(r, "extra", "published_private", default=[]) or []:
+                lines.append(f"| *{label}* | | *{pct(acc)}* | *{pct(f1)}* |")
+            ck = m.get("ckplus_expression_6") or {}
+            lines += ["", "| CK+, 6 classes (FER2013 -> CK+) | subjects | faces | acc % | "
+                      "macro F1 % |", "| --- | ---: | ---: | ---: | ---: |"]
+            for where, sc in ck.items():
+                lines.append(f"| {where.replace('_', ' ')} | {sc.get('subjects')} | "
+                             f"{sc.get('n')} | {pct(sc.get('acc'))} | {pct(sc.get('f1'))} |")
+            fer6 = get(r, "extra", "fer_ckplus6_f1")
+            if fer6:
+                lines.append(f"| *fer (mini-Xception), all 927 faces* | | 927 | | "
+                             f"*{pct(fer6)}* |")
+            au = m.get("ckplus_au_held_out") or {}
+            if au:
+                names = list(get(au, "tuned", "f1_per_au", default={}) or {})
+                lines += ["", f"CK+ AUs on the {au.get('subjects')} held-out subjects "
+                          f"(F1 %, thresholds tuned on the validation subjects): mean "
+                          f"{pct(get(au, 'tuned', 'mean_f1'))} (at 0.5: "
+                          f"{pct(get(au, 'at_0.5', 'mean_f1'))})", "",
+                          "| " + " | ".join(names) + " |", "|" + " ---: |" * len(names),
+                          "| " + " | ".join(pct(get(au, "tuned", "f1_per_au", a))
+                                            for a in names) + " |"]
+            lines += ["", "| target (issue 13) | target | measured | |",
+                      "| --- | ---: | ---: | --- |"]
+            for k, t in (m.get("targets") or {}).items():
+                verdict = "met" if t.get("met") else f"missed by {t.get('miss_points')} pt"
+                lines.append(f"| {k} | {pct(t.get('target'))} | {pct(t.get('measured'))} | "
+                             f"{verdict} |")
+    return lines
+
+
 SECTIONS = {
+    "default-model": ("The shipped default model (`affectkit models`): FER2013 expressions "
+                      "+ CK+ AUs", default_model_section),
     "mae": ("MAE pretraining on the FER2013 Training faces (shared by the benchmarks)",
             mae_section),
     "fer2013": ("FER2013: 7 expressions, PrivateTest", fer2013_section),

@@ -92,6 +92,35 @@ def _cmd_recipes(args) -> int:
     return 0
 
 
+def _cmd_models(args) -> int:
+    from . import zoo
+
+    try:
+        if args.card:
+            print(zoo.render_card(zoo.read_card(args.card)))
+            return 0
+        cards = [zoo.read_card(n) for n in zoo.model_names()]
+    except zoo.UnknownModel as e:
+        return _error(e)
+    if args.json:
+        print(json.dumps(cards, indent=2))
+        return 0
+    if not cards:
+        print("no shipped models")
+    for c in cards:
+        tasks = ", ".join(t for t in ("expression", "AU", "VA")
+                          if {"expression": True, "AU": bool(c.get("aus")),
+                              "VA": c.get("va")}[t])
+        print(f"{c['name']}{' (default)' if c['default'] else ''}: {tasks}")
+        print(f"  {c.get('summary', '')}")
+        for k, v in (c.get("scores") or {}).items():
+            if isinstance(v, dict) and "value" in v:
+                print(f"  {k}: {v['value']} ({v.get('what', '')})")
+        print(f"  licence: {c.get('licence_short', c.get('licence', ''))}")
+        print(f"  card: affectkit models --card {c['name']}")
+    return 0
+
+
 def _cmd_train(args, pretrain: bool = False) -> int:
     import yaml
 
@@ -171,7 +200,7 @@ def _inference_kw(args) -> dict:
     """The options evaluate, predict and ensemble share, as plain keyword arguments."""
     return {"data": args.data, "layout": args.layout, "split": args.split,
             "images": args.images, "batch_size": args.batch_size,
-            "num_workers": args.num_workers, "note": _note}
+            "num_workers": args.num_workers, "tta": args.tta, "note": _note}
 
 
 def _submission_line(written: dict) -> str:
@@ -199,11 +228,17 @@ def _cmd_evaluate(args) -> int:
 def _cmd_predict(args) -> int:
     from .engine.commands import predict_run
     from .engine.inference import RunError
+    from .zoo import WEIGHTS, UnknownModel, model_dir
 
+    if (args.run is None) == (args.model is None):
+        return _error("predict needs a run folder or --model NAME (one of them)")
     try:
-        written = predict_run(args.run, args.out, au_thresholds=args.au_thresholds,
-                              label_format=args.label_format, **_inference_kw(args))
-    except RunError as e:
+        source = model_dir(args.model) / WEIGHTS if args.model else args.run
+        fmt = args.format or ("table" if args.model else "submission")
+        written = predict_run(source, args.out, au_thresholds=args.au_thresholds,
+                              label_format=args.label_format, table=fmt == "table",
+                              **_inference_kw(args))
+    except (RunError, UnknownModel) as e:
         return _error(e)
     if written is not None:
         print(_submission_line(written))
@@ -281,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     rc = sub.add_parser("recipes", help="list the built-in training recipes")
     rc.set_defaults(fn=_cmd_recipes)
 
+    mo = sub.add_parser("models", help="list the shipped models (trained here, inside the "
+                                       "package): data, scores, licence notes")
+    mo.add_argument("--card", metavar="NAME", help="print the model card of NAME ('default')")
+    mo.add_argument("--json", action="store_true", help="the cards as JSON")
+    mo.set_defaults(fn=_cmd_models)
+
     def train_args(q, recipe_help: str, example: str):
         q.add_argument("recipe", help=recipe_help)
         q.add_argument("overrides", nargs=argparse.REMAINDER,
@@ -314,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "at most 256)")
         q.add_argument("--num-workers", type=int,
                        help="data loading processes (default: the run's data.num_workers)")
+        q.add_argument("--tta", choices=["flip", "ten-crop"],
+                       help="test-time augmentation: average over the mirror image, or over "
+                            "ten crops (corners + centre, mirrored) of the training crop size")
 
     ev = sub.add_parser("evaluate", help="official scores of a run on a labelled split, with "
                                          "a report (tables, confusion matrix, AU F1, VA plots)")
@@ -332,9 +376,17 @@ def build_parser() -> argparse.ArgumentParser:
                          "the run's own data with data.missing: skip)")
     ev.set_defaults(fn=_cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="write a challenge submission for a test list, in its "
-                                        "order")
-    pr.add_argument("run", help="run folder (best.pt, else last.pt) or checkpoint file")
+    pr = sub.add_parser("predict", help="predict with a run or a shipped model: a challenge "
+                                        "submission for a test list, or a per-image table")
+    pr.add_argument("run", nargs="?",
+                    help="run folder (best.pt, else last.pt) or checkpoint file")
+    pr.add_argument("--model", help="a shipped model instead of a run ('affectkit models'; "
+                                    "'default': the default one); writes the per-image table")
+    pr.add_argument("--format", choices=["submission", "table"],
+                    help="submission: the challenge's format (default for a run); table: one "
+                         "row per image with named probability columns, the expression, AU "
+                         "probabilities and 0/1 decisions (default for --model; .parquet "
+                         "or .csv)")
     inference_args(pr, "test list (MTL image list, or video names for the per-video format), "
                        "annotation file, CSV with a path column, image folder or dataset "
                        "folder (default: the run's data.root)",

@@ -54,6 +54,23 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class ExtraData:
+    """Another labelled dataset mixed into the run, e.g. CK+ AU codes beside FER2013's
+    expressions: one network learns every task, each loss masked to the rows labelling it.
+    Rows of ``held_out_subjects`` are never read (a subject-independent test set), rows of
+    ``val_subjects`` validate and never train."""
+    root: str = MISSING  # a relative path is taken from data.root
+    layout: Layout = "auto"
+    split: str | None = None  # the split to read (None: the only one there is)
+    expr_labels: str | None = None
+    tasks: tuple[str, ...] = ("va", "expr", "au")  # labels kept; the others become unlabelled
+    subject_column: str = "subject"
+    val_subjects: tuple[str, ...] = ()
+    held_out_subjects: tuple[str, ...] = ()
+    repeat: int = 1  # the training rows count this many times an epoch (a small dataset)
+
+
+@dataclass(frozen=True)
 class DataConfig:
     root: str = MISSING  # dataset folder (or annotation file) given to data.open_dataset
     layout: Layout = "auto"
@@ -61,10 +78,21 @@ class DataConfig:
     train_split: str = "train"  # split names within the layout: "<layout>/<split>"
     val_split: str = "val"
     expr_labels: str | None = None  # labels.LABEL_SETS name, for csv / class-folder datasets
+    extra: tuple[ExtraData, ...] = ()  # more datasets trained (and validated) on with this one
     img_size: int = 224  # network input (random crop in training, resize in evaluation)
     resize: int = 232  # training: resize the 112 px crops to this, then random-crop img_size
+    # input normalisation; null: what the weights expect (a timm tag's own statistics,
+    # ImageNet's for MAE checkpoints, our runs and random init), fixed in the run's saved
+    # config when training starts; a saved config without them (older runs): ImageNet's
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    # evaluation: false resizes the whole face to img_size (the papers' code); true resizes
+    # to ``resize`` and takes the centre img_size crop: the faces' scale in training
+    eval_crop: bool = False
     jitter: float = 0.4  # colour jitter strength (brightness, contrast, saturation); 0: off
     hue: float = 0.1
+    rotate: float = 0.0  # training: random rotation, up to this many degrees either way
+    erase: float = 0.0  # training: probability of random erasing (a box of 2-20% of the face)
     packed: str | None = None  # a pack_images() file to read images from instead of JPEGs
     # where training augmentation runs: "sample" per image in the DataLoader (CPU),
     # "batch" on the whole uint8 batch on the training device (BatchAugment), "auto":
@@ -88,7 +116,9 @@ class ModelConfig:
     patch_size: int | None = None
     drop_path: float = 0.1
     stop_gradient: bool = True  # EMMA: the VA head does not backpropagate into the backbones
-    expr_branch: str | None = "dan"  # EMMA's frozen CNN: "dan" or a timm CNN name
+    # EMMA's frozen CNN: "dan", a timm CNN name, "affectkit:NAME" (a shipped model) or
+    # "affectkit" (a run of ours, expr_branch_checkpoint=RUN)
+    expr_branch: str | None = "dan"
     # its trained weights: required, a frozen random branch would feed the VA head noise
     expr_branch_checkpoint: str | None = MISSING
     # EMMA's VA head reads the AU / EXPR / CNN prediction scores as "logits" (the paper,
@@ -97,6 +127,9 @@ class ModelConfig:
     mask_ratio: float = 0.0  # patch tokens dropped in training (CoTEX, MAE: 0.75)
     num_classes: int | None = None  # CoTEX classes (6 LSD, 8 ABAW EXPR); MTL models: 8
     va_hidden: int = 256
+    # the tasks the model has heads for (None: every task of its kind); leave "va" out when
+    # there are no VA labels, and the model says it has no VA instead of inventing it
+    heads: tuple[str, ...] | None = None
     # CoTEX's JS consistency term over the labelled rows only (the supervised method) or
     # over every row of the batch ("all": the semi-supervised variant)
     js_rows: Literal["labelled", "all"] = "labelled"
@@ -320,6 +353,8 @@ def _type_name(tp) -> str:
     if origin in (typing.Union, types.UnionType):
         names = [_type_name(a) for a in args if a is not _NoneType]
         return " or ".join(names) + (" or null" if _NoneType in args else "")
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return f"a list of {_type_name(args[0])}"
     if origin is tuple:
         return f"a list of {len(args)} {_type_name(args[0])}s"
     return getattr(tp, "__name__", str(tp))
@@ -346,6 +381,10 @@ def _coerce(value: Any, tp) -> Any:
         if any(type(value) is type(a) and value == a for a in args):
             return value
         raise _Bad
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if not isinstance(value, (list, tuple)):
+            raise _Bad
+        return tuple(_coerce(v, args[0]) for v in value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise _Bad
@@ -398,6 +437,15 @@ def _build(cls, raw: dict, where: dict[str, str], errors: list[str], prefix: str
                 continue
             kwargs[k] = _build(tp, v, where, errors, key + ".")
             continue
+        item = typing.get_args(tp)[0] if typing.get_origin(tp) is tuple else None
+        if dataclasses.is_dataclass(item):  # a list of sections (data.extra)
+            if not isinstance(v, (list, tuple)) or not all(isinstance(e, dict) for e in v):
+                errors.append(f"{key}{_at(where, key)}: expected a list of mappings of "
+                              f"{item.__name__} keys, got {v!r}")
+                continue
+            kwargs[k] = tuple(_build(item, e, where, errors, f"{key}.{i}.")
+                              for i, e in enumerate(v))
+            continue
         try:
             kwargs[k] = _coerce(v, tp)
         except _Bad:
@@ -436,6 +484,25 @@ def validate(cfg: Config, where: dict[str, str] | None = None) -> None:
     need(0 <= d.hue <= 0.5, "data.hue", "must be in [0, 0.5]")
     need(d.num_workers >= 0, "data.num_workers", "must be >= 0")
     need(d.load_size is None or d.load_size >= 1, "data.load_size", "must be >= 1 or null")
+    need(0 <= d.rotate <= 180, "data.rotate", "must be in [0, 180] degrees")
+    need(d.std is None or all(x > 0 for x in d.std), "data.std", "each must be > 0")
+    need((d.mean is None) == (d.std is None), "data.mean",
+         "data.mean and data.std are set together (or both null)")
+    need(0 <= d.erase <= 1, "data.erase", "must be a probability in [0, 1]")
+    for i, x in enumerate(d.extra):
+        key = f"data.extra.{i}"
+        if x.root == MISSING:
+            errors.append(f"{key}.root{_at(where, key + '.root')}: required")
+        bad = sorted(set(x.tasks) - {"va", "expr", "au"})
+        if bad or not x.tasks:
+            errors.append(f"{key}.tasks{_at(where, key + '.tasks')}: each one of 'va', "
+                          f"'expr', 'au' (at least one), got {list(x.tasks)!r}")
+        if x.repeat < 1:
+            errors.append(f"{key}.repeat{_at(where, key + '.repeat')}: must be >= 1, "
+                          f"got {x.repeat}")
+        both = sorted(set(x.val_subjects) & set(x.held_out_subjects))
+        if both:
+            errors.append(f"{key}: subjects both validate and are held out: {both}")
     if d.expr_labels is not None:
         from .labels import LABEL_SETS
 
@@ -446,6 +513,8 @@ def validate(cfg: Config, where: dict[str, str] | None = None) -> None:
     need(0 <= m.mask_ratio < 1, "model.mask_ratio", "must be in [0, 1)")
     need(m.va_hidden >= 1, "model.va_hidden", "must be >= 1")
     need(m.patch_size is None or m.patch_size >= 1, "model.patch_size", "must be >= 1 or null")
+    need(m.heads is None or (bool(m.heads) and set(m.heads) <= {"va", "expr", "au"}),
+         "model.heads", "must be null or a non-empty list of 'va', 'expr', 'au'")
     need(m.expr_branch_checkpoint is None or m.expr_branch is not None,
          "model.expr_branch_checkpoint", "needs model.expr_branch to be set")
     from .kinds import get_kind, kind_names
@@ -454,6 +523,10 @@ def validate(cfg: Config, where: dict[str, str] | None = None) -> None:
         kind = get_kind(m.kind)
         need(m.expr_branch is None or kind.has_expr_branch, "model.expr_branch",
              f"only kind 'emma' has a CNN expression branch (kind is {m.kind!r}): must be null")
+        need(m.heads is None or set(m.heads) <= kind.predicts, "model.heads",
+             f"kind {m.kind!r} predicts {sorted(kind.predicts)}")
+        need(m.heads is None or set(m.heads) == kind.predicts or kind.optional_heads,
+             "model.heads", f"kind {m.kind!r} always has all its heads: must be null")
         kind.validate(cfg, need)  # every kind checks its own settings
     else:
         need(False, "model.kind", f"must be one of {kind_names()}")
@@ -501,8 +574,10 @@ def config_from_dict(raw: dict, where: dict[str, str] | None = None,
     cfg = _build(Config, raw, where, errors)
     if errors:
         raise ConfigError(errors)
-    if cfg.model.expr_branch is None and cfg.model.expr_branch_checkpoint == MISSING:
-        # no branch: its required checkpoint is not required
+    shipped = (cfg.model.expr_branch or "").startswith("affectkit:")
+    if (cfg.model.expr_branch is None or shipped) and \
+            cfg.model.expr_branch_checkpoint == MISSING:
+        # no branch, or a shipped model's (weights in the package): no checkpoint to give
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(
             cfg.model, expr_branch_checkpoint=None))
     if "recipe" not in raw and recipe is not None:

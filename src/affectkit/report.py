@@ -109,7 +109,11 @@ def write_predictions(path: str | os.PathLike, images, hard: dict[str, np.ndarra
 
     images = [str(i) for i in images]
     e = hard["expression"]
-    if "va" not in hard:
+    if "au" in hard and "va" not in hard:  # multi-task without a VA head
+        names = [c for c in MTL_COLUMNS if c.upper().startswith("AU")]
+        rows = [",".join(["image", "expression", *names])]
+        rows += [f"{i},{x}," + ",".join(map(str, u)) for i, x, u in zip(images, e, hard["au"])]
+    elif "va" not in hard:
         rows = ["image,label", *(f"{i},{labels.classes[x]}" for i, x in zip(images, e))]
     else:
         va, au = hard["va"], hard["au"]
@@ -261,8 +265,9 @@ def write_report(out_dir: str | os.PathLike, arrays: dict[str, np.ndarray], imag
             title="AU F1" + (" (tuned on this data: optimistic)"
                              if tuned_thresholds is not None else ""),
             label=thr_label)
-        paths["va_scatter.png"] = plot_va(out / "va_scatter.png", arrays["va_true"],
-                                          arrays["va"])
+        if "va" in arrays:
+            paths["va_scatter.png"] = plot_va(out / "va_scatter.png", arrays["va_true"],
+                                              arrays["va"])
 
     lines = [f"# {title or 'Evaluation report'}", ""]
     lines += [f"- {k}: {v}" for k, v in (meta or {}).items()]
@@ -281,7 +286,8 @@ def write_report(out_dir: str | os.PathLike, arrays: dict[str, np.ndarray], imag
               "[per_class.csv](per_class.csv)", "", markdown_table(class_rows), ""]
     if multitask:
         lines += ["## Action units", "", "![AU F1](au_f1.png)", "", "[per_au.csv](per_au.csv)",
-                  "", markdown_table(au_rows), "",
-                  "## Valence and arousal", "", "![valence and arousal](va_scatter.png)", ""]
+                  "", markdown_table(au_rows), ""]
+    if "va" in arrays:
+        lines += ["## Valence and arousal", "", "![valence and arousal](va_scatter.png)", ""]
     paths["report.md"] = atomic_write_text(out / "report.md", "\n".join(lines))
     return paths

@@ -33,9 +33,12 @@ class MTLTask:
         au = losses.masked_bce(outputs["au_logits"], batch["au"], self.au_pos_weight)
         expr = losses.masked_ce(outputs["expr_logits"], batch["expression"],
                                 self.label_smoothing)
-        va = losses.ccc_loss(outputs["va"], batch["va"])
-        total = self.au_weight * au + self.expr_weight * expr + self.va_weight * va
-        return {"au_loss": au, "expr_loss": expr, "va_loss": va, "loss": total}
+        total = self.au_weight * au + self.expr_weight * expr
+        named = {"au_loss": au, "expr_loss": expr}
+        if "va" in outputs:  # a model without VA head has no VA loss
+            named["va_loss"] = va = losses.ccc_loss(outputs["va"], batch["va"])
+            total = total + self.va_weight * va
+        return {**named, "loss": total}
 
 
 @dataclass

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_write_text
+from ..io import atomic_write, atomic_write_text
 from ..labels import ABAW_AU, ABAW_EXPR, LabelSet
+from ..metrics import binarize_au
 from .abaw import MTL_COLUMNS, SUBMISSION_HEADER, parse_mtl_rows, read_task_file
 from .errors import DataError
 from .folders import read_csv_labels
@@ -194,6 +195,48 @@ def write_submission(out: str | os.PathLike, table: FaceTable, hard: dict[str, n
     if videos:
         return write_per_video(out, table, hard, labels, multitask)
     if multitask:
+        if "va" not in hard:
+            raise ValueError("this model has no VA head and the MTL submission needs "
+                             "valence/arousal: write the per-image table instead "
+                             "(--format table)")
         return [write_mtl_submission(out, table.images, hard["va"], hard["expression"],
                                      hard["au"])]
     return [write_label_csv(out, table.images, hard["expression"], labels, label_format)]
+
+
+def au_column(name: str) -> str:
+    """``'AU1'`` -> ``'AU01'``: the zero-padded names of per-image tables (py-feat, OpenFace)."""
+    return f"AU{int(name[2:]):02d}" if name[2:].isdigit() else name
+
+
+def prediction_table(images, arrays: dict[str, np.ndarray], labels: LabelSet,
+                     au_thresholds=0.5) -> pd.DataFrame:
+    """One row per image: ``image``, ``valence``/``arousal`` (empty for a model without
+    VA), one probability column per expression class, ``expression`` (the argmax's name),
+    and per AU ``AU01``.. probabilities and ``AU01_present``.. 0/1 at ``au_thresholds``."""
+    n = len(images)
+    cols: dict[str, object] = {"image": [str(i) for i in images]}
+    va = arrays.get("va")
+    cols["valence"] = va[:, 0] if va is not None else np.full(n, np.nan)
+    cols["arousal"] = va[:, 1] if va is not None else np.full(n, np.nan)
+    probs = arrays["expr_probs"]
+    for j, name in enumerate(labels.classes):
+        cols[name.lower()] = probs[:, j]
+    cols["expression"] = [labels.classes[k].lower() for k in probs.argmax(-1)]
+    if "au_probs" in arrays:
+        au = np.clip(arrays["au_probs"], 0.0, 1.0)
+        on = binarize_au(au, au_thresholds)
+        names = [au_column(a) for a in ABAW_AU.classes]
+        for j, name in enumerate(names):
+            cols[name] = au[:, j]
+        for j, name in enumerate(names):
+            cols[f"{name}_present"] = on[:, j]
+    return pd.DataFrame(cols)
+
+
+def write_prediction_table(path: str | os.PathLike, table: pd.DataFrame) -> Path:
+    """``prediction_table`` as CSV (or Parquet for a ``.parquet`` path), atomically."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        return atomic_write(path, lambda f: table.to_parquet(f, index=False))
+    return atomic_write_text(path, table.to_csv(index=False, float_format="%.5f"))

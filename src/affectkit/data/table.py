@@ -89,6 +89,43 @@ class FaceTable:
         return FaceTable(df, self.image_root, self.expr_labels, target, self.source,
                          dict(self.skipped))
 
+    def only_tasks(self, tasks) -> FaceTable:
+        """Same rows with the labels of tasks not in ``tasks`` ("va", "expr", "au") made
+        unlabelled: e.g. a dataset's AU codes used, its expressions not."""
+        df = self.df.copy()
+        if "va" not in tasks:
+            df[["valence", "arousal"]] = VA_INVALID
+        if "expr" not in tasks:
+            df["expression"] = EXPR_INVALID
+        if "au" not in tasks:
+            df[list(self.au_labels.classes)] = AU_INVALID
+        return FaceTable(df, self.image_root, self.expr_labels, self.au_labels, self.source,
+                         dict(self.skipped))
+
+    @staticmethod
+    def concat(tables: list[FaceTable]) -> FaceTable:
+        """One table of the rows of ``tables`` (same label sets), image paths made absolute
+        so that tables of different image roots mix."""
+        first = tables[0]
+        for t in tables[1:]:
+            if (t.expr_labels.name, t.au_labels.name) != (first.expr_labels.name,
+                                                          first.au_labels.name):
+                raise ValueError(f"cannot mix {t.source} ({t.expr_labels.name}, "
+                                 f"{t.au_labels.name}) with {first.source} "
+                                 f"({first.expr_labels.name}, {first.au_labels.name})")
+        frames = []
+        for t in tables:
+            df = t.df.copy()
+            if t.image_root is not None:
+                df["image"] = [str((t.image_root / i).absolute()) for i in df["image"]]
+            frames.append(df)
+        skipped: dict[str, int] = {}
+        for t in tables:
+            for k, v in t.skipped.items():
+                skipped[k] = skipped.get(k, 0) + v
+        return FaceTable(pd.concat(frames, ignore_index=True), Path("/"), first.expr_labels,
+                         first.au_labels, " + ".join(t.source for t in tables), skipped)
+
     def subset(self, rows) -> FaceTable:
         return FaceTable(self.df.iloc[rows].reset_index(drop=True), self.image_root,
                          self.expr_labels, self.au_labels, self.source, dict(self.skipped))

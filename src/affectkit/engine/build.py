@@ -8,25 +8,58 @@ has its own (MAE pretraining).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from functools import partial
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from ..config import Config, ModelConfig
-from ..data.augment import train_batch_augment, train_transform
+from ..config import Config, ExtraData, ModelConfig
+from ..data.augment import IMAGENET_MEAN, IMAGENET_STD, transforms_for
 from ..data.dataset import FaceDataset, LoadResize
 from ..data.discover import LAYOUTS, open_dataset
 from ..data.errors import DataError
 from ..data.table import FaceTable
 from ..kinds import get_kind
-from ..labels import LabelSet, get_label_set
+from ..labels import ABAW_AU, LabelSet, get_label_set
 from .datasets import batch_augment_on, face_datasets
 from .evaluation import collect_predictions, score_predictions
 from .job import Job
 
 log = logging.getLogger(__name__)
+
+
+def weight_stats(cfg: Config) -> tuple[tuple, tuple]:
+    """The (mean, std) ``model.pretrained`` expects: a timm tag's own (many use 0.5), else
+    ImageNet's (official MAE checkpoints, affectkit runs and encoders, random init)."""
+    p = cfg.model.pretrained
+    if isinstance(p, str) and p.startswith("timm:"):
+        import timm
+
+        pc = timm.models.get_pretrained_cfg(p.removeprefix("timm:"))
+        if pc is not None and pc.mean and pc.std:
+            return tuple(map(float, pc.mean)), tuple(map(float, pc.std))
+    return tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)
+
+
+def with_data_stats(cfg: Config, saved: dict | None = None) -> Config:
+    """``cfg`` with ``data.mean`` / ``data.std`` fixed: as set, else those of the run being
+    resumed (``saved``: its config dict; none there means ImageNet's, what it trained
+    with), else ``weight_stats``. Training saves the result, so evaluation normalises as
+    training did."""
+    d = cfg.data
+    if d.mean is not None:
+        return cfg
+    if saved is not None:
+        data = saved.get("data") or {}
+        mean, std = data.get("mean"), data.get("std")
+        mean, std = (tuple(mean), tuple(std)) if mean and std else (None, None)
+    else:
+        mean, std = weight_stats(cfg)
+    return dataclasses.replace(cfg, data=dataclasses.replace(d, mean=mean, std=std))
 
 
 def build_model(cfg: Config | ModelConfig, img_size: int | None = None, *,
@@ -71,20 +104,65 @@ def pick_split(tables: dict, split: str, root, key: str) -> FaceTable:
     return table
 
 
+def _relabel(t: FaceTable, target: LabelSet) -> FaceTable:
+    if t.expr_labels.name != target.name:
+        t = t.with_expr_labels(target)  # by class name; absent classes become -1
+    return t if t.au_labels.name == ABAW_AU.name else t.with_au_labels(ABAW_AU)
+
+
+def extra_splits(x: ExtraData, data_root: str, index: int) -> tuple[FaceTable, FaceTable]:
+    """The (train, val) rows one ``data.extra`` entry adds: ``tasks`` labels only, held-out
+    subjects dropped, ``val_subjects`` to validation, training rows ``repeat`` times."""
+    key = f"data.extra.{index}"
+    root = Path(x.root).expanduser()
+    if not root.is_absolute():
+        root = Path(data_root).expanduser() / root
+    tables = open_dataset(root, x.layout, None,
+                          get_label_set(x.expr_labels) if x.expr_labels else None)
+    if x.split is None:
+        if len(tables) != 1:
+            raise DataError(root, None, f"{key}.split: several splits here, name one of "
+                                        f"{', '.join(sorted(tables))}")
+        x = dataclasses.replace(x, split=next(iter(tables)))
+    table = pick_split(tables, x.split, root, f"{key}.split").only_tasks(x.tasks)
+    subjects = set(x.val_subjects) | set(x.held_out_subjects)
+    if subjects and x.subject_column not in table.df:
+        raise DataError(root, None, f"{key}.subject_column: no column {x.subject_column!r} "
+                                    f"(columns: {', '.join(map(str, table.df.columns))})")
+    who = table.df[x.subject_column].astype(str).to_numpy() if subjects else None
+    if subjects:
+        unknown = sorted(subjects - set(who))
+        if unknown:
+            log.warning("%s: subjects not in %s: %s", key, root, unknown)
+        train_rows = np.flatnonzero(~np.isin(who, list(subjects)))
+        val_rows = np.flatnonzero(np.isin(who, list(x.val_subjects)))
+    else:
+        train_rows, val_rows = np.arange(len(table)), np.arange(0)
+    log.info("%s: %s, %d train rows (x%d), %d val rows, %d held out", key, root,
+             len(train_rows), x.repeat, len(val_rows),
+             len(table) - len(train_rows) - len(val_rows))
+    return table.subset(np.tile(train_rows, x.repeat)), table.subset(val_rows)
+
+
 def open_splits(cfg: Config) -> tuple[FaceTable, FaceTable]:
-    """The train and validation tables, expressions in the model's label order."""
+    """The train and validation tables (with ``data.extra`` mixed in), expressions in the
+    model's label order, AUs in ABAW's."""
     d = cfg.data
     labels = get_label_set(d.expr_labels) if d.expr_labels else None
     tables = open_dataset(d.root, d.layout, d.images, labels)
     train = pick_split(tables, d.train_split, d.root, "data.train_split")
     val = pick_split(tables, d.val_split, d.root, "data.val_split")
     target = model_labels(cfg)
-    out = []
-    for t in (train, val):
-        if t.expr_labels.name != target.name:
-            t = t.with_expr_labels(target)  # by class name; absent classes become -1
-        out.append(t)
-    return out[0], out[1]
+    train, val = _relabel(train, target), _relabel(val, target)
+    if not d.extra:
+        return train, val
+    trains, vals = [train], [val]
+    for i, x in enumerate(d.extra):
+        t, v = extra_splits(x, d.root, i)
+        trains.append(_relabel(t, target))
+        if len(v):
+            vals.append(_relabel(v, target))
+    return FaceTable.concat(trains), FaceTable.concat(vals) if len(vals) > 1 else val
 
 
 def build_datasets(cfg: Config, tables: tuple[FaceTable, FaceTable] | None = None,
@@ -93,8 +171,7 @@ def build_datasets(cfg: Config, tables: tuple[FaceTable, FaceTable] | None = Non
     uint8 faces for ``train_batch_augment`` on the device) and the plain eval transform."""
     d = cfg.data
     train, val = tables if tables is not None else open_splits(cfg)
-    transform = LoadResize(d.load_size) if batch_augment else \
-        train_transform(d.img_size, d.resize, d.jitter, d.hue)
+    transform = LoadResize(d.load_size) if batch_augment else transforms_for(d)[0]
     return face_datasets(cfg, train, val, transform)
 
 
@@ -112,6 +189,5 @@ def build_job(cfg: Config, tables: tuple[FaceTable, FaceTable] | None = None,
     d = cfg.data
     return Job(model=build_model(cfg), task=build_task(cfg, train_table),
                train_ds=train_ds, val_ds=val_ds, collect=collect_predictions,
-               augment=train_batch_augment(d.img_size, d.resize, d.jitter, d.hue)
-               if batched else None,
+               augment=transforms_for(d, batched=True)[0] if batched else None,
                score=partial(score_predictions, labels=model_labels(cfg)))

@@ -25,7 +25,7 @@ from ..config import (
     list_recipes,
     load_config,
 )
-from ..data.submission import write_submission
+from ..data.submission import prediction_table, write_prediction_table
 from ..data.table import FaceTable
 from ..io import atomic_write_json
 from ..kinds import get_kind
@@ -124,10 +124,13 @@ def exported_encoder(run_dir: PathLike) -> Path | None:
 # ----------------------------------------------------------------------------- inference
 
 
-def _loader_args(run, batch_size: int | None, num_workers: int | None) -> dict:
-    """Batch size and workers for prediction: as given, else the run's (batches <= 256)."""
+def _loader_args(run, batch_size: int | None, num_workers: int | None,
+                 tta: str | None = None) -> dict:
+    """Batch size, workers and test-time augmentation for prediction: as given, else the
+    run's (batches <= 256)."""
     return {"batch_size": batch_size or min(run.cfg.optim.batch_size, 256),
-            "num_workers": run.cfg.data.num_workers if num_workers is None else num_workers}
+            "num_workers": run.cfg.data.num_workers if num_workers is None else num_workers,
+            "tta": tta}
 
 
 def au_thresholds_of(value: PathLike | None, run: RunKind):
@@ -143,7 +146,9 @@ def au_thresholds_of(value: PathLike | None, run: RunKind):
 def _tuned_scores(arrays, labels, thresholds, same_data: bool = True) -> dict:
     tuned = score_predictions(arrays, labels, thresholds)
     out = {"au_thresholds": [float(t) for t in thresholds], "au_f1": tuned["au_f1"],
-           "au_f1_per_au": tuned["au_f1_per_au"], "p_mtl": tuned["p_mtl"]}
+           "au_f1_per_au": tuned["au_f1_per_au"], "score": tuned["score"]}
+    if "p_mtl" in tuned:
+        out["p_mtl"] = tuned["p_mtl"]
     if same_data:
         out["optimistic"] = True
         out["note"] = ("AU thresholds tuned and scored on the same data: an optimistic "
@@ -174,8 +179,8 @@ def _submission(out: PathLike, run: RunKind, data: EvalData, hard, label_format:
     if not data.videos and Path(out).is_dir():
         raise RunError(f"{out} is a folder: --out names the submission file")
     try:
-        paths = write_submission(out, data.table, hard, run.labels, multitask=run.multitask,
-                                 videos=data.videos, label_format=label_format)
+        paths = run.kind.write_submission(out, data.table, hard, run.labels,
+                                          videos=data.videos, label_format=label_format)
     except ValueError as e:
         raise RunError(f"{out}: prediction not written: {e}") from None
     if data.videos:
@@ -190,7 +195,8 @@ def evaluate_run(run_path: PathLike, data: PathLike | None = None, *, layout: st
                  split: str | None = None, images: PathLike | None = None,
                  out: PathLike | None = None, au_thresholds: PathLike | None = None,
                  skip_missing: bool = False, batch_size: int | None = None,
-                 num_workers: int | None = None, note: Note = _silent) -> dict | None:
+                 num_workers: int | None = None, tta: str | None = None,
+                 note: Note = _silent) -> dict | None:
     """Official scores of a run on a labelled split, written with a report to ``out``
     (default ``RUN/eval-<split>``). ``au_thresholds="tune"`` also tunes them on this data;
     on the run's own validation split they are kept in the run folder for ``predict``.
@@ -206,7 +212,7 @@ def evaluate_run(run_path: PathLike, data: PathLike | None = None, *, layout: st
     run = load_run(files)
     skip = skip_missing or (data is None and run.cfg.data.missing == "skip")
     arrays, table = predict_table(run, table_data.table,
-                                  **_loader_args(run, batch_size, num_workers),
+                                  **_loader_args(run, batch_size, num_workers, tta),
                                   missing="skip" if skip else "error", progress=True)
     tune = isinstance(thresholds, str)
     given = 0.5 if tune else thresholds
@@ -219,7 +225,7 @@ def evaluate_run(run_path: PathLike, data: PathLike | None = None, *, layout: st
         return None
     out = Path(out) if out else run.run_dir / f"eval-{table_data.name.split('/')[-1]}"
     meta = {"checkpoint": str(run.checkpoint), "epoch": run.epoch,
-            "data": str(table_data.source), "split": table_data.name,
+            "data": str(table_data.source), "split": table_data.name, "tta": tta,
             "au_thresholds": (None if not run.multitask else 0.5 if tune
                               or au_thresholds is None else au_thresholds)}
     if tune:
@@ -249,9 +255,11 @@ def predict_run(run_path: PathLike, out: PathLike, data: PathLike | None = None,
                 layout: str | None = None, split: str | None = None,
                 images: PathLike | None = None, au_thresholds: PathLike | None = None,
                 label_format: str = "name", batch_size: int | None = None,
-                num_workers: int | None = None, note: Note = _silent) -> dict | None:
+                num_workers: int | None = None, tta: str | None = None, table: bool = False,
+                note: Note = _silent) -> dict | None:
     """A challenge submission for a test list (default: the run's ``test`` split), in its
-    order, at the given AU thresholds, else the run folder's tuned ones, else 0.5.
+    order, at the given AU thresholds, else the run folder's tuned ones, else 0.5; with
+    ``table``, the per-image table (``data.submission.prediction_table``) of any images.
     Returns ``{"out", "paths", "format", "rows", "source"}``."""
     info = dist.init_distributed()
     files = read_run(run_path)
@@ -267,21 +275,28 @@ def predict_run(run_path: PathLike, out: PathLike, data: PathLike | None = None,
                             default_split="test")
     check_images(table_data)
     run = load_run(files)
-    arrays, table = predict_table(run, table_data.table,
-                                  **_loader_args(run, batch_size, num_workers), progress=True)
+    arrays, rows = predict_table(run, table_data.table,
+                                 **_loader_args(run, batch_size, num_workers, tta), progress=True)
     if not info.is_main:
         return None
     if where:
         note(where)
+    if table:
+        if Path(out).is_dir():
+            raise RunError(f"{out} is a folder: --out names the table file (.csv, .parquet)")
+        frame = prediction_table(rows.images, arrays, run.labels, thresholds)
+        return {"out": Path(out), "paths": [write_prediction_table(out, frame)],
+                "format": "per-image table", "rows": len(rows), "source": table_data.source}
     return _submission(out, run, table_data, hard_predictions(arrays, thresholds),
-                       label_format, len(table))
+                       label_format, len(rows))
 
 
 def ensemble_runs(run_paths: Sequence[PathLike], out: PathLike, data: PathLike | None = None,
                   *, layout: str | None = None, split: str | None = None,
                   images: PathLike | None = None, au_thresholds: PathLike | None = None,
                   label_format: str = "name", batch_size: int | None = None,
-                  num_workers: int | None = None, note: Note = _silent) -> dict | None:
+                  num_workers: int | None = None, tta: str | None = None,
+                  note: Note = _silent) -> dict | None:
     """Several runs' probabilities averaged. On labelled data: scores, a report in ``out``
     and AU thresholds re-tuned for the ensemble, returned as ``{"scores", "paths", "out"}``
     (``scores["member_scores"]`` holds each member's). On a test list: the submission
@@ -303,7 +318,7 @@ def ensemble_runs(run_paths: Sequence[PathLike], out: PathLike, data: PathLike |
         run = load_run(files)  # frees the files' copy of the weights
         note(f"member {len(runs) + 1}/{len(run_paths)}: {run.checkpoint}")
         arrays, table = predict_table(run, table_data.table,
-                                      **_loader_args(run, batch_size, num_workers),
+                                      **_loader_args(run, batch_size, num_workers, tta),
                                       progress=True)
         members.append(arrays)
         run.model = None  # free each member once its predictions are in
@@ -331,7 +346,7 @@ def ensemble_runs(run_paths: Sequence[PathLike], out: PathLike, data: PathLike |
     meta = {"members": [str(r.checkpoint) for r in runs],
             "member_scores": [float(score_predictions(m, first.labels, thresholds)["score"])
                               for m in members],
-            "data": str(table_data.source), "split": table_data.name,
+            "data": str(table_data.source), "split": table_data.name, "tta": tta,
             "au_thresholds": (None if not first.multitask else 0.5 if au_thresholds is None
                               else au_thresholds)}
     scores = _ordered_scores(first.task, len(table), scores, meta)

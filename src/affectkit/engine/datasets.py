@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..config import Config
-from ..data.augment import eval_transform
+from ..data.augment import transforms_for
 from ..data.dataset import FaceDataset, PackedImages
 from ..data.errors import DataError
 from ..data.table import FaceTable
@@ -50,7 +50,7 @@ def face_datasets(cfg: Config, train: FaceTable, val: FaceTable, transform
     d = cfg.data
     train_ds = FaceDataset(train, transform,
                            packed=packed_for(d.packed, train, "train"), missing=d.missing)
-    val_ds = FaceDataset(val, eval_transform(d.img_size),
+    val_ds = FaceDataset(val, transforms_for(d)[1],
                          packed=packed_for(d.packed, val, "val"), missing=d.missing)
     if len(train_ds) == 0:
         raise DataError(d.root, None, f"split {d.train_split!r} has no images")

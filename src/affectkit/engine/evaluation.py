@@ -103,9 +103,12 @@ def score_predictions(arrays: dict[str, np.ndarray], labels: LabelSet,
         else:
             scores["score"] = scores["expr_f1"]
         return scores
-    scores.update(va_scores(arrays["va_true"], arrays["va"]))
     au_pred = binarize_au(arrays["au_probs"], au_thresholds)
     scores.update(au_scores(arrays["au_true"].astype(np.int64), au_pred, ABAW_AU.classes))
+    if "va" not in arrays:  # a model without VA head: EXPR F1 + AU F1
+        scores["score"] = scores["expr_f1"] + scores["au_f1"]
+        return scores
+    scores.update(va_scores(arrays["va_true"], arrays["va"]))
     scores["p_mtl"] = p_mtl(scores)
     scores["score"] = scores["p_mtl"]
     return scores

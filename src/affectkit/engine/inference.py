@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..config import Config, ConfigError, config_from_dict, load_config, parse_value
-from ..data.augment import eval_transform
+from ..data.augment import eval_transform, transforms_for
 from ..data.dataset import FaceDataset
 from ..data.discover import detect_layouts, open_dataset
 from ..data.errors import DataError
@@ -42,8 +42,9 @@ from ..labels import ABAW_AU, LabelSet, au_valid, expr_valid, get_label_set, va_
 from ..metrics import binarize_au, load_au_thresholds
 from ..models.checkpoint import _strip_ddp, _torch_load
 from ..models.ensemble import average_members
+from ..models.tta import TestTimeAugment
 from . import dist
-from .build import build_model, model_labels, pick_split
+from .build import build_model, model_labels, open_splits, pick_split
 from .evaluation import collect_predictions, infer
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,9 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict | None, int | None]:
             from safetensors import safe_open
             from safetensors.torch import load_file
 
-            state = load_file(str(path), device="cpu")
+            # half-precision weights (shipped models) compute in fp32 like the rest
+            state = {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
+                     for k, v in load_file(str(path), device="cpu").items()}
             with safe_open(str(path), "pt") as f:
                 meta = f.metadata() or {}
             config = parse_value(meta["config"]) if meta.get("config") else None  # JSON/YAML
@@ -297,6 +300,9 @@ def open_table(cfg: Config, data: str | os.PathLike | None = None, *, layout: st
     ``data.root`` (and its ``data.layout`` and ``data.images`` unless given).
     """
     d = cfg.data
+    if data is None and d.extra and split in (None, d.val_split) and default_split is None:
+        # the run's own validation: the table training scored, data.extra's rows included
+        return EvalData(open_splits(cfg)[1], d.val_split, Path(d.root))
     if data is None:
         root = Path(d.root)
         layout = layout or d.layout
@@ -343,15 +349,24 @@ def check_images(data: EvalData) -> None:
 
 
 def predict_table(run: LoadedRun, table: FaceTable, *, batch_size: int = 128,
-                  num_workers: int = 0, missing: str = "error",
+                  num_workers: int = 0, missing: str = "error", tta: str | None = None,
                   progress: bool = False) -> tuple[dict[str, np.ndarray], FaceTable]:
     """``infer`` over ``table`` at the run's evaluation transform: per-image arrays in
-    table order (``missing='skip'`` drops absent images first) and the table used."""
+    table order (``missing='skip'`` drops absent images first) and the table used.
+    ``tta``: ``"flip"`` or ``"ten-crop"`` (``models.tta``; ten-crop reads the faces at
+    the training ``data.resize`` and crops ``data.img_size``), None: one view."""
     from .loop import (
         amp_dtype_for,  # the training loop's mixed-precision rule, for the same numbers
     )
 
-    ds = FaceDataset(table, eval_transform(run.cfg.data.img_size), missing=missing)
+    d = run.cfg.data
+    model = run.model
+    transform = transforms_for(d)[1]
+    if tta:
+        model = TestTimeAugment(run.model, tta, d.img_size)
+        if tta == "ten-crop":
+            transform = eval_transform(d.resize)
+    ds = FaceDataset(table, transform, missing=missing)
     if len(ds) == 0:
         raise DataError(table.source, None, "no images to predict")
     bar = None
@@ -361,7 +376,7 @@ def predict_table(run: LoadedRun, table: FaceTable, *, batch_size: int = 128,
         bar = tqdm(total=len(ds), unit="img", desc="predict", disable=None)
     channels_last = not getattr(getattr(run.model, "backbone", None), "is_vit", True)
     try:
-        arrays = infer(run.model, ds, collect_predictions, batch_size=batch_size,
+        arrays = infer(model, ds, collect_predictions, batch_size=batch_size,
                        num_workers=num_workers, device=run.device,
                        amp_dtype=amp_dtype_for(run.cfg, run.device), channels_last=channels_last,
                        progress=bar.update if bar is not None else None)

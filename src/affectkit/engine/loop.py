@@ -48,7 +48,7 @@ from ..data.table import FaceTable
 from ..io import atomic_write_text
 from ..models.checkpoint import save_checkpoint
 from . import dist
-from .build import build_job, open_splits
+from .build import build_job, open_splits, with_data_stats
 from .evaluation import infer, to_device
 from .optim import WarmupCosine, build_optimizer, scaled_lr
 from .state import (
@@ -227,6 +227,9 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
     o, r = cfg.optim, cfg.run
     seed_everything(r.seed + rank)  # DDP broadcasts rank 0's initial weights
     device = dist.device_for(info)
+    last = latest_checkpoint(run_dir) if resume else None
+    saved = read_training_checkpoint(last) if last is not None else None
+    cfg = with_data_stats(cfg, saved.get("config") if saved is not None else None)
 
     job = build_job(cfg, tables if tables is not None else open_splits(cfg), device=device)
     task, model = job.task, job.model
@@ -264,9 +267,7 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
     state = TrainState()
     sums: dict = {"losses": {}, "batches": 0, "images": 0, "seconds": 0.0, "wait": 0.0}
     metrics = _MetricsLog(run_dir / METRICS)
-    last = latest_checkpoint(run_dir) if resume else None
     if last is not None:
-        saved = read_training_checkpoint(last)
         _check_same_config(saved.get("config"), config_dict, last)
         state = load_training_checkpoint(last, model, optimizer, scheduler, scaler, ckpt=saved)
         ckpt_extra = saved.get("extra") or {}

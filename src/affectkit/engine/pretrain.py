@@ -15,6 +15,7 @@ rank, the outputs a user wants from a pretraining run:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -27,7 +28,7 @@ from torchvision.transforms import v2
 from torchvision.utils import make_grid
 
 from ..config import Config
-from ..data.augment import IMAGENET_MEAN, IMAGENET_STD, BatchAugment
+from ..data.augment import IMAGENET_MEAN, IMAGENET_STD, BatchAugment, input_stats
 from ..data.dataset import LoadResize
 from ..data.folders import drop_corrupt
 from ..data.table import FaceTable
@@ -46,11 +47,15 @@ ENCODER = "encoder.pth"
 RECON_DIR = "recon"
 
 
-def build_mae_model(cfg: Config) -> MAE:
+def build_mae_model(cfg: Config, load_weights: bool = True) -> MAE:
     """The MAE of ``cfg``: a CLS-pooled ``model.backbone`` ViT at ``data.img_size`` as the
     encoder (``model.pretrained`` continues from those weights; otherwise MAE's own
-    initialisation), the ``mae`` section's decoder, ``model.mask_ratio``."""
+    initialisation), the ``mae`` section's decoder, ``model.mask_ratio``.
+    ``load_weights=False``: the architecture alone, ``model.pretrained`` not read."""
     m, mae = cfg.model, cfg.mae
+    if not load_weights and m.pretrained is not None:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(m, pretrained=None))
+        m = cfg.model
     try:
         encoder = create_backbone(m.backbone, img_size=cfg.data.img_size,
                                   patch_size=m.patch_size, pretrained=m.pretrained,
@@ -193,8 +198,9 @@ def build_mae_job(cfg: Config, tables: tuple[FaceTable, FaceTable],
         raise ValueError(f"build_mae_job needs model.kind 'mae', got {cfg.model.kind!r}")
     d = cfg.data
     train_table, val_table = (_checked(t, cfg, w) for t, w in zip(tables, ("train", "val")))
+    mean, std = input_stats(d)
     transform = LoadResize(d.load_size) if batch_augment else \
-        mae_train_transform(d.img_size, cfg.mae.crop_scale)
+        mae_train_transform(d.img_size, cfg.mae.crop_scale, mean, std)
     train_ds, val_ds = face_datasets(cfg, train_table, val_table, transform)
     model = build_mae_model(cfg)
     log.info("MAE: %s at %d px, %d patches, mask ratio %g (%d visible), decoder %dx%d, "
@@ -227,5 +233,5 @@ def build_mae_job(cfg: Config, tables: tuple[FaceTable, FaceTable],
 
     return Job(model=model, task=MAETask(), train_ds=train_ds, val_ds=val_ds,
                collect=collect, score=score, on_epoch_end=on_epoch_end,
-               augment=mae_batch_augment(d.img_size, cfg.mae.crop_scale)
+               augment=mae_batch_augment(d.img_size, cfg.mae.crop_scale, mean, std)
                if batch_augment else None)

@@ -40,6 +40,12 @@ class ModelKind(ABC):
     predicts: frozenset[str] = frozenset(TASKS)  # which of "va", "expr", "au"
     pretraining: bool = False  # MAE-like: trained by ``affectkit pretrain``, predicts nothing
     has_expr_branch: bool = False  # takes model.expr_branch (EMMA's frozen CNN)
+    optional_heads: bool = False  # model.heads may leave some of ``predicts`` out
+
+    def tasks(self, cfg) -> frozenset[str]:
+        """What a model of ``cfg`` predicts: ``model.heads`` of ``predicts``."""
+        heads = getattr(getattr(cfg, "model", cfg), "heads", None)
+        return frozenset(heads) if heads is not None else self.predicts
 
     def validate(self, cfg, need: Need) -> None:  # noqa: B027 (optional: no checks)
         """Kind-specific config checks, reported through ``need`` (every problem at once)."""
@@ -65,6 +71,16 @@ class ModelKind(ABC):
     @property
     def multitask(self) -> bool:
         return self.predicts == frozenset(TASKS)
+
+    def write_submission(self, out, table, hard, labels: LabelSet, *, videos: bool,
+                         label_format: str = "name") -> list:
+        """Write ``hard`` predictions for ``table`` in the challenge format of this kind's
+        score task (``data.submission.write_submission``); a kind with its own format
+        overrides this. Returns the paths written."""
+        from ..data.submission import write_submission
+
+        return write_submission(out, table, hard, labels, multitask=self.multitask,
+                                videos=videos, label_format=label_format)
 
     def score_task(self, cfg) -> str:
         """The ``affectkit score --task`` its predictions are scored and written as."""

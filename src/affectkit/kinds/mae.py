@@ -29,7 +29,7 @@ class MAEKind(ModelKind):
     def build_model(self, cfg, img_size=None, load_weights=True):
         if not hasattr(cfg, "mae"):
             raise TypeError("the MAE model needs the whole Config (its mae and data sections)")
-        return build_mae_model(cfg)
+        return build_mae_model(cfg, load_weights)
 
     def build_task(self, cfg, train_table=None):
         return MAETask()

@@ -52,12 +52,18 @@ def validate_mtl_heads(cfg, need) -> None:
 class Baseline(ModelKind):
     """One backbone, three heads on its features, everything fine-tuned by every loss."""
 
+    optional_heads = True
+
     def __init__(self, name: str, cnn: bool):
         self.name, self.cnn = name, cnn
 
     def validate(self, cfg, need) -> None:
         m = cfg.model
         validate_mtl_heads(cfg, need)
+        need(m.heads is None or {"expr", "au"} <= set(m.heads), "model.heads",
+             "the baseline always has its EXPR and AU heads (only VA can be left out)")
+        need(m.heads is None or "va" in m.heads or cfg.loss.va_weight == 0, "loss.va_weight",
+             "no VA head (model.heads) leaves nothing for a VA loss: must be 0")
         need(not m.stop_gradient, "model.stop_gradient", "the Table 1 baselines fine-tune "
              "everything (only EMMA stops the VA gradient): must be false")
         if self.cnn:
@@ -70,7 +76,9 @@ class Baseline(ModelKind):
         if self.cnn and backbone.is_vit:
             raise ValueError(f"model.kind {self.name!r} needs a CNN backbone, "
                              f"{model_config(cfg).backbone!r} is a ViT")
-        return MultiTaskBaseline(backbone, mask_ratio=model_config(cfg).mask_ratio)
+        m = model_config(cfg)
+        return MultiTaskBaseline(backbone, mask_ratio=m.mask_ratio,
+                                 va_head=m.heads is None or "va" in m.heads)
 
     def build_task(self, cfg, train_table=None):
         return mtl_task(cfg, train_table)

@@ -1,7 +1,8 @@
 """Models: timm backbones with MAE loading and token masking, DAN, EMMA, masked CoTEX.
 
 One family a file: ``backbone`` (any timm model; ViT token masking), ``checkpoint``
-(MAE / affectkit / safetensors loading), ``dan`` (the frozen AffectNet branch),
+(MAE / affectkit / safetensors loading), ``facecnn`` (VGG-style CNNs for 48 px faces),
+``dan`` (the frozen AffectNet branch),
 ``emma``, ``mtl`` (the Table 1 single-model baseline), ``cotex``, ``ensemble``.
 """
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
 from ..labels import ABAW_AU, ABAW_EXPR
+from . import facecnn  # noqa: F401 (registers face_vgg* with timm for create_backbone)
 from .checkpoint import is_mae_decoder_key, load_pretrained
 
 

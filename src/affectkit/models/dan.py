@@ -147,14 +147,16 @@ class ExpressionBranch(nn.Module):
     Classes are matched BY NAME through ``labels``. Source classes with no ABAW
     counterpart (AffectNet Contempt) are left out of the softmax, so the scores are the
     CNN's distribution conditioned on the shared classes; ABAW classes with no source
-    counterpart (Other) score 0. Input: the ImageNet-normalised batch of ``affectkit.data``
-    at any size; it is resized to ``input_size`` and re-normalised if the CNN wants other
-    statistics. The CNN stays in eval mode whatever ``train()`` is called with, so its
-    BatchNorm statistics cannot drift, and nothing in it requires grad.
+    counterpart (Other) score 0. Input: the batch of ``affectkit.data``, normalised with
+    ``input_mean`` / ``input_std`` (ImageNet's by default), at any size; it is resized to
+    ``input_size`` and re-normalised if the CNN wants other statistics. The CNN stays in
+    eval mode whatever ``train()`` is called with, so its BatchNorm statistics cannot
+    drift, and nothing in it requires grad.
     """
 
     def __init__(self, cnn: nn.Module, labels: LabelSet, input_size: int | None = None,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, input_mean=IMAGENET_MEAN,
+                 input_std=IMAGENET_STD):
         super().__init__()
         target = torch.as_tensor(labels.mapping_to(ABAW_EXPR))
         if not (target >= 0).any():
@@ -164,9 +166,10 @@ class ExpressionBranch(nn.Module):
         self.input_size = int(input_size or getattr(cnn, "input_size", 224))
         self.register_buffer("keep", torch.nonzero(target >= 0).flatten(), persistent=False)
         self.register_buffer("target", target[target >= 0], persistent=False)
-        # x_cnn = x * scale + shift maps ImageNet statistics to the CNN's own
-        scale = torch.tensor(IMAGENET_STD) / torch.tensor(std)
-        shift = (torch.tensor(IMAGENET_MEAN) - torch.tensor(mean)) / torch.tensor(std)
+        # x_cnn = x * scale + shift maps the input's statistics (data.mean / data.std of the
+        # model it sits in) to the CNN's own
+        scale = torch.tensor(input_std) / torch.tensor(std)
+        shift = (torch.tensor(input_mean) - torch.tensor(mean)) / torch.tensor(std)
         self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("shift", shift.view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
@@ -201,7 +204,8 @@ class ExpressionBranch(nn.Module):
 
     @classmethod
     def from_config(cls, kind: str = "dan", checkpoint=None, labels: LabelSet | None = None,
-                    input_size: int | None = None) -> ExpressionBranch:
+                    input_size: int | None = None, input_mean=IMAGENET_MEAN,
+                    input_std=IMAGENET_STD) -> ExpressionBranch:
         """``kind='dan'`` (AffectNet order; random unless ``checkpoint``) or a timm CNN name
         with ``num_classes=len(labels)`` (``labels`` required), optionally loading
         ``checkpoint`` strictly."""
@@ -212,7 +216,8 @@ class ExpressionBranch(nn.Module):
             if labels is None or len(labels) != cnn.fc.out_features:
                 raise ValueError(f"DAN with {cnn.fc.out_features} classes needs a matching "
                                  f"label set, got {labels}")
-            return cls(cnn, labels, input_size=input_size)
+            return cls(cnn, labels, input_size=input_size, input_mean=input_mean,
+                       input_std=input_std)
         import timm
 
         if labels is None:
@@ -223,4 +228,4 @@ class ExpressionBranch(nn.Module):
         cfg = cnn.pretrained_cfg or {}
         size = input_size or cfg.get("input_size", (3, 224, 224))[-1]
         return cls(cnn, labels, input_size=size, mean=cfg.get("mean", IMAGENET_MEAN),
-                   std=cfg.get("std", IMAGENET_STD))
+                   std=cfg.get("std", IMAGENET_STD), input_mean=input_mean, input_std=input_std)
