@@ -77,7 +77,7 @@ def measure(run_dir: Path, data_root: Path, results: Results, test_limit: int | 
                    "parameters": sum(p.numel() for p in run.model.parameters())}
     ips = [r["img_per_s"] for r in rows if r.get("img_per_s")]
     entry["train"] = {
-        "epochs": len(rows), "best_epoch": run.epoch,
+        "epochs": len(rows), "planned_epochs": cfg.optim.epochs, "best_epoch": run.epoch,
         "train_img_per_s": float(np.median(ips)) if ips else None,
         "val_score_by_epoch": [r.get("val", {}).get("score") for r in rows],
         "public_acc_by_epoch": [r.get("val", {}).get("expr_acc") for r in rows],
@@ -135,6 +135,17 @@ def measure(run_dir: Path, data_root: Path, results: Results, test_limit: int | 
     for t in entry["targets"].values():
         t["met"] = t["measured"] >= t["target"]
         t["miss_points"] = round(100 * max(0.0, t["target"] - t["measured"]), 1)
+    d, o = cfg.data, cfg.optim
+    entry["tried"] = [
+        f"{cfg.model.backbone} from random init at {d.img_size} px random crops of "
+        f"{d.resize} px faces (native resolution, no upscale)",
+        f"AdamW, peak lr {o.base_lr * o.batch_size * o.accum_steps / 256:g} at batch "
+        f"{o.batch_size}, {o.warmup_epochs:g} warm-up epoch(s) then cosine over {o.epochs} "
+        f"epochs, weight decay {o.weight_decay}",
+        f"label smoothing {cfg.loss.label_smoothing}, flip, rotation up to {d.rotate:g} "
+        f"degrees, random erasing p={d.erase}, brightness/contrast jitter {d.jitter}",
+        "test-time augmentation none / flip / ten-crop, chosen on PublicTest",
+        "one run, one seed: a 2-core CPU budget of about 2 hours"]
     entry["config"] = config_to_dict(cfg)
     results.set("extra", {"published_private": PUBLISHED, "fer_ckplus6_f1": FER_CKPLUS_6})
     results.model(zoo.DEFAULT, entry)
@@ -163,7 +174,10 @@ def card_of(entry: dict, command: str) -> dict:
             "CK+ AU codes (444 faces of 70 subjects, x6 an epoch): AUs only, the CK+ "
             "expressions unused; 12 validation subjects tune the AU thresholds; 24 "
             "held-out subjects (recipe default-model) never read in training"],
-        "epochs": entry["train"]["epochs"], "best_epoch": entry["train"]["best_epoch"],
+        "epochs": (f"{entry['train']['epochs']} of the recipe's "
+                   f"{entry['train']['planned_epochs']}" if entry["train"]["epochs"]
+                   < entry["train"]["planned_epochs"] else entry["train"]["epochs"]),
+        "best_epoch": (entry["train"]["best_epoch"] or 0) + 1,  # 1-based for the card
         "wall_time_s": entry["train"]["wall_s"],
         "train_img_per_s": round(entry["train"]["train_img_per_s"] or 0, 1),
         "git_sha": entry.get("git_sha"),

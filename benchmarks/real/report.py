@@ -615,7 +615,10 @@ def default_model_section(runs: list[dict]) -> list[str]:
             tr, fer = m.get("train", {}), m.get("fer2013", {})
             lines += [f"`{name}`: {m.get('backbone')} ({m.get('parameters', 0):,} parameters) "
                       f"@ {m.get('img_size')} px, recipe `{m.get('recipe')}`, "
-                      f"{tr.get('epochs')} epochs (best {tr.get('best_epoch')}), "
+                      f"{tr.get('epochs')} epochs"
+                      + (f" of the recipe's {tr.get('planned_epochs')} (stopped early)"
+                         if (tr.get("planned_epochs") or 0) > (tr.get("epochs") or 0) else "")
+                      + f" (best {(tr.get('best_epoch') or 0) + 1}), "
                       f"{num(tr.get('train_img_per_s'))} train img/s, "
                       f"{num((tr.get('wall_s') or 0) / 60)} min of training.", "",
                       "| test-time augmentation | PublicTest acc % | PrivateTest acc % | "
@@ -650,10 +653,13 @@ def default_model_section(runs: list[dict]) -> list[str]:
                                             for a in names) + " |"]
             lines += ["", "| target (issue 13) | target | measured | |",
                       "| --- | ---: | ---: | --- |"]
-            for k, t in (m.get("targets") or {}).items():
+            targets = m.get("targets") or {}
+            for k, t in targets.items():
                 verdict = "met" if t.get("met") else f"missed by {t.get('miss_points')} pt"
                 lines.append(f"| {k} | {pct(t.get('target'))} | {pct(t.get('measured'))} | "
                              f"{verdict} |")
+            if m.get("tried") and not all(t.get("met") for t in targets.values()):
+                lines += ["", "What was tried:", "", *(f"- {x}" for x in m["tried"])]
     return lines
 
 

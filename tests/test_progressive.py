@@ -1,0 +1,161 @@
+"""Progressive learning's stage-2 pieces: windows over videos (gaps, padding, overlap) and
+the joint model (fusion variants, temporal modules, padding never counted, loss weights)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from affectkit.data.table import FaceTable, make_table_frame
+from affectkit.data.windows import PAD, average_windows, make_windows, window_starts
+from affectkit.labels import EXPR_INVALID
+from affectkit.models.progressive import FUSIONS, TEMPORALS, JointModel, frame_encoding
+from affectkit.tasks import MTLTask
+
+
+def _table(frames_by_video: dict[str, list[int]]) -> FaceTable:
+    images = [f"{v}/{f:05d}.jpg" for v, fs in frames_by_video.items() for f in fs]
+    return FaceTable(make_table_frame(images), None)
+
+
+def test_windows_never_cross_a_gap_and_cover_every_frame():
+    frames = [1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 30, 31]  # gaps of 3 and 18 frames
+    t = _table({"vid": frames, "other": list(range(1, 9))})
+    for max_gap, length in ((1, 4), (3, 4), (1, 1), (5, 30)):
+        w = make_windows(t, length, max_gap=max_gap)
+        assert w.rows.shape[1] == length
+        for rows, fr in zip(w.rows, w.frames):
+            real = fr[fr != PAD]
+            assert (np.diff(real) <= max_gap).all() and (np.diff(real) > 0).all()
+            assert (rows[: len(real)] >= 0).all() and (rows[len(real):] == PAD).all()
+        covered = set(w.rows[w.valid].tolist())
+        assert covered == set(range(len(t)))  # every frame in some window
+        assert {v for v in w.videos} == {"vid", "other"}
+    w = make_windows(t, 4, max_gap=1)
+    # segments 1-7 (the last window moved back: overlap, no padding), 10-12 and 30-31
+    # (shorter than the window: padded at the end)
+    vid = [f for f, v in zip(w.frames.tolist(), w.videos) if v == "vid"]
+    assert vid == [[1, 2, 3, 4], [4, 5, 6, 7], [10, 11, 12, PAD], [30, 31, PAD, PAD]]
+    with pytest.raises(ValueError, match="max_gap"):
+        make_windows(t, 4, max_gap=0)
+
+
+def test_window_starts_and_overlap_averaging():
+    assert window_starts(10, 4, 4) == [0, 4, 6]
+    assert window_starts(3, 4, 4) == [0]
+    assert window_starts(10, 4, 2) == [0, 2, 4, 6]
+    t = _table({"v": list(range(1, 11))})
+    w = make_windows(t, 4, stride=2)
+    values = np.zeros((len(w), 4, 1))
+    values[w.valid] = w.rows[w.valid, None] * 10.0  # each position says its row x 10
+    avg = average_windows(w, values, len(t))
+    assert np.allclose(avg[:, 0], np.arange(10) * 10.0)
+
+
+def test_frame_encoding_counts_real_frames():
+    enc = frame_encoding(torch.tensor([[5, 6, 10]]), 8)
+    ref = frame_encoding(torch.tensor([[0, 1, 5]]), 8)
+    assert torch.allclose(enc, ref)  # relative to the window start
+    assert not torch.allclose(enc[0, 2], frame_encoding(torch.tensor([[5, 6, 7]]), 8)[0, 2])
+
+
+@pytest.mark.parametrize("temporal", TEMPORALS)
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_padding_never_changes_a_real_frames_output(temporal, fusion):
+    torch.manual_seed(0)
+    model = JointModel([16, 24, 16], hidden=32, fusion=fusion, temporal=temporal,
+                       layers=2, heads=4).eval()
+    n, pad = 5, 3
+    feats = [torch.randn(1, n, d) for d in (16, 24, 16)]
+    frames = torch.arange(1, n + 1).view(1, n)
+    out = model(feats, frames, torch.ones(1, n, dtype=torch.bool))
+    padded = [torch.cat([f, torch.randn(1, pad, f.shape[-1]) * 100], 1) for f in feats]
+    pframes = torch.cat([frames, torch.full((1, pad), PAD)], 1)
+    valid = torch.cat([torch.ones(1, n), torch.zeros(1, pad)], 1).bool()
+    pout = model(padded, pframes, valid)
+    for k in out:
+        torch.testing.assert_close(pout[k][:, :n], out[k], atol=1e-5, rtol=1e-5)
+
+
+def _flat(out: dict) -> dict:
+    return {k: v.flatten(0, 1) for k, v in out.items()}
+
+
+def test_padded_labels_score_nothing_and_zero_weights_give_zero_gradients():
+    torch.manual_seed(0)
+    model = JointModel([8], hidden=16, temporal="gru")
+    feats, frames = [torch.randn(2, 4, 8)], torch.arange(4).repeat(2, 1)
+    valid = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]]).bool()
+    batch = {"au": torch.randint(0, 2, (2, 4, 12)), "expression": torch.randint(0, 7, (2, 4)),
+             "va": torch.rand(2, 4, 2) * 2 - 1}
+    # padding carries the sentinels of unlabelled rows
+    batch["au"][~valid] = -1
+    batch["expression"][~valid] = EXPR_INVALID
+    batch["va"][~valid] = -5.0
+    out = model(feats, frames, valid)
+    task = MTLTask(au_weight=1.0, expr_weight=0.0, va_weight=1.0)
+    flat = {k: v.flatten(0, 1) for k, v in batch.items()}
+    losses = task(_flat(out), flat)
+    keep = valid.flatten()
+    ref = task({k: v[keep] for k, v in _flat(out).items()}, {k: v[keep] for k, v in flat.items()})
+    for k in ("au_loss", "expr_loss", "va_loss", "loss"):
+        torch.testing.assert_close(losses[k], ref[k])
+    losses["loss"].backward()
+    assert model.expr_head.weight.grad is None or not model.expr_head.weight.grad.any()
+    assert model.au_head.weight.grad.abs().sum() > 0 and model.va_head.weight.grad.any()
+
+
+# ----------------------------------------------------------------------------- feature store
+
+
+@pytest.fixture
+def tiny_run(sample, tmp_path):
+    from affectkit.config import load_config
+    from affectkit.engine.build import build_model
+    from affectkit.engine.inference import LoadedRun
+
+    cfg = load_config("demo-cnn", [f"data.root={sample['root']}", "model.backbone=face_vgg_s",
+                                   "data.img_size=32", "data.resize=32"])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    return LoadedRun(cfg, model, tmp_path / "best.pt", 0, torch.device("cpu"))
+
+
+def test_feature_store_round_trip_and_stale_detection(sample, tiny_run, tmp_path):
+    from affectkit.data.discover import open_dataset
+    from affectkit.engine.features import (
+        StaleStore,
+        ensure_features,
+        extract_features,
+        open_store,
+    )
+
+    table = open_dataset(sample["root"], "per-video")["per-video/train"]
+    table = table.subset(np.arange(min(40, len(table))))
+    folder = tmp_path / "store"
+    store = extract_features(tiny_run, table, folder, batch_size=16)
+    assert not (tmp_path / "store.tmp").exists() and store.dim == 256
+    rows = store.rows_for(table)
+    from affectkit.data.augment import transforms_for
+    from affectkit.data.dataset import FaceDataset
+
+    ds = FaceDataset(table, transforms_for(tiny_run.cfg.data)[1])
+    with torch.no_grad():
+        ref = tiny_run.model.backbone(torch.stack([ds[i]["image"] for i in range(5)]))
+    torch.testing.assert_close(store.read(rows[:5]), ref, atol=2e-2, rtol=1e-2)  # fp16
+    w = make_windows(table, 4)
+    got = store.read(np.where(w.valid, rows[np.maximum(w.rows, 0)], PAD))
+    assert got.shape == (len(w), 4, 256) and (got[torch.from_numpy(~w.valid)] == 0).all()
+    # the same model: reused; another checkpoint of it: stale, rebuilt
+    assert ensure_features(tiny_run, table, folder)[1] is False
+    with torch.no_grad():
+        tiny_run.model.expr_head.bias.add_(1.0)
+    with pytest.raises(StaleStore, match="another model"):
+        open_store(folder, tiny_run)
+    assert ensure_features(tiny_run, table, folder, batch_size=16)[1] is True
+    assert ensure_features(tiny_run, table, folder)[1] is False
+    # frames the store lacks
+    bigger = open_dataset(sample["root"], "per-video")["per-video/train"]
+    with pytest.raises(StaleStore, match="not in the store"):
+        open_store(folder).rows_for(bigger)
