@@ -159,3 +159,39 @@ def test_feature_store_round_trip_and_stale_detection(sample, tiny_run, tmp_path
     bigger = open_dataset(sample["root"], "per-video")["per-video/train"]
     with pytest.raises(StaleStore, match="not in the store"):
         open_store(folder).rows_for(bigger)
+
+
+# ----------------------------------------------------------------------------- temporal sample
+
+
+def test_temporal_sample_has_smooth_labels_gaps_and_reads_per_video(tmp_path, shared_data):
+    from affectkit.cli import main
+    from affectkit.data.discover import open_dataset
+    from affectkit.data.sample import read_va_trace
+
+    trace_csv = shared_data / "affwild2_va_sample" / "sample_labelfile_132-30-426x240.csv"
+    trace = read_va_trace(trace_csv)
+    assert trace.shape == (992, 2)
+    root = tmp_path / "temporal"
+    assert main(["data", "sample", str(root), "--temporal", "--videos", "3", "--frames", "90",
+                 "--va-trace", str(trace_csv)]) == 0
+    tables = open_dataset(root, "per-video")
+    train, val = tables["per-video/train"], tables["per-video/val"]
+    assert len(train.videos()) == 2 and len(val.videos()) == 1
+    for t in (train, val):
+        for _, rows in t.videos().items():
+            frames = t.df.frame.to_numpy()[rows]
+            assert (np.diff(frames) > 1).any()  # missing crops leave gaps
+            va = t.va[rows]
+            assert np.abs(np.diff(va, axis=0)).max() < 0.3  # the real trace: smooth
+            expr = t.expression[rows]
+            runs = np.diff(np.flatnonzero(np.diff(expr)))
+            assert len(runs) == 0 or runs.min() >= 30  # segments of seconds, not frames
+    # the VA values are the real trace's, in frame order (a stretch of it, looped)
+    rows = next(iter(train.videos().values()))
+    frames, va = train.df.frame.to_numpy()[rows], train.va[rows]
+    fits = [s for s in range(len(trace))
+            if np.abs(trace[(s + frames - 1) % len(trace)] - va).max() < 2e-3]
+    assert fits
+    assert main(["data", "sample", str(tmp_path / "bad"), "--temporal", "--va-trace",
+                 str(tmp_path / "nope.csv")]) == 2

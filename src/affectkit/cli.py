@@ -19,9 +19,19 @@ def _error(message) -> int:
 
 
 def _cmd_sample(args) -> int:
-    from .data.sample import write_sample
+    from .data.sample import read_va_trace, write_sample, write_temporal_sample
 
-    paths = write_sample(args.dir, frames_per_video=args.frames, seed=args.seed)
+    if args.temporal:
+        try:
+            trace = read_va_trace(args.va_trace) if args.va_trace else None
+        except (OSError, ValueError) as e:
+            return _error(e)
+        paths = write_temporal_sample(args.dir, videos=args.videos, frames=args.frames or 300,
+                                      seed=args.seed, va_trace=trace)
+        print(f"wrote a SYNTHETIC temporal sample (per-video layout) to {args.dir}: "
+              f"{args.videos} videos")
+        return 0
+    paths = write_sample(args.dir, frames_per_video=args.frames or 60, seed=args.seed)
     print(f"wrote a SYNTHETIC sample in the ABAW layouts to {args.dir}:")
     for name, path in paths.items():
         print(f"  {name:6s} {path}")
@@ -278,8 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = data.add_subparsers(dest="data_command", required=True)
     s = dsub.add_parser("sample", help="write a small SYNTHETIC dataset in the ABAW layouts")
     s.add_argument("dir")
-    s.add_argument("--frames", type=int, default=60, help="frames per video (default 60)")
+    s.add_argument("--frames", type=int, help="frames per video (default 60; --temporal 300)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--temporal", action="store_true",
+                   help="per-video faces drawn from noisy labels around smooth true labels "
+                        "(expressions in 2-6 s segments, gaps in the frames): a temporal "
+                        "model can and must beat a per-frame one")
+    s.add_argument("--videos", type=int, default=6, help="--temporal: videos (default 6)")
+    s.add_argument("--va-trace", metavar="CSV",
+                   help="--temporal: drive valence/arousal with this per-frame VA file, e.g. "
+                        "shared/data/affwild2_va_sample/sample_labelfile_132-30-426x240.csv")
     s.set_defaults(fn=_cmd_sample)
 
     def dataset_args(q):

@@ -154,3 +154,112 @@ def write_sample(root: str | Path, frames_per_video: int = 60, seed: int = 0,
         "Annotations/<Task>_Challenge/<Split>/<video>.txt (per-video), cropped_aligned/,\n"
         "MTL_Challenge_test_set_release.txt, predictions/validation_predictions.txt.\n"))
     return paths
+
+
+# ----------------------------------------------------------------------------- temporal
+
+
+def read_va_trace(path: str | Path) -> np.ndarray:
+    """(N, 2) valence/arousal of a per-frame VA file: the ``affwild2_va_sample`` CSV
+    (columns ``V``, ``A``) or an ABAW ``VA_Estimation_Challenge`` file (``-5``: unlabelled,
+    dropped)."""
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    cols = [c for c in df.columns if c.strip().lower() in ("v", "valence")], \
+        [c for c in df.columns if c.strip().lower() in ("a", "arousal")]
+    if not cols[0] or not cols[1]:
+        raise ValueError(f"{path}: no valence/arousal (V, A) columns in {list(df.columns)}")
+    va = df[[cols[0][0], cols[1][0]]].to_numpy(np.float32)
+    return va[(va > -5).all(1)]
+
+
+def _smooth_va(n: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(n)
+    waves = [sum(amp * np.sin(t / period + phase) for amp, period, phase in
+                 zip(rng.uniform(0.15, 0.45, 3), rng.uniform(20, 120, 3),
+                     rng.uniform(0, 2 * np.pi, 3))) for _ in range(2)]
+    return np.clip(np.stack(waves, 1), -1, 1).astype(np.float32)
+
+
+def temporal_labels(n: int, rng: np.random.Generator, trace: np.ndarray | None = None,
+                    fps: int = 30) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels with real temporal structure: VA from ``trace`` (a random stretch of it,
+    looped if short) or slow random waves; expressions in segments of 2-6 s; AUs that
+    follow the expression and valence and persist for a second or more."""
+    if trace is not None and len(trace):
+        start = int(rng.integers(0, len(trace)))
+        va = np.resize(np.roll(trace, -start, axis=0), (n, 2)).astype(np.float32)
+    else:
+        va = _smooth_va(n, rng)
+    expr = np.empty(n, np.int64)
+    i = 0
+    while i < n:
+        length = int(rng.integers(2 * fps, 6 * fps + 1))
+        expr[i:i + length] = rng.integers(0, len(ABAW_EXPR) - 1)  # 'Other' too rare
+        i += length
+    au = np.zeros((n, len(ABAW_AU)), np.int64)
+    for j in range(len(ABAW_AU)):  # each AU switches on/off in runs of >= 1 s
+        i, state = 0, int(rng.random() < 0.3)
+        while i < n:
+            length = int(rng.integers(fps, 4 * fps + 1))
+            au[i:i + length, j] = state
+            state, i = 1 - state if rng.random() < 0.7 else state, i + length
+    happy = expr == ABAW_EXPR.index("Happiness")
+    au[happy, _AU["AU12"]] = au[happy, _AU["AU6"]] = 1
+    au[va[:, 0] > 0.4, _AU["AU12"]] = 1
+    return va, expr, au
+
+
+def write_temporal_sample(root: str | Path, videos: int = 6, frames: int = 300, seed: int = 0,
+                          size: int = 64, noise: float = 0.35, va_trace: np.ndarray | None = None,
+                          missing: float = 0.08) -> dict[str, Path]:
+    """A SYNTHETIC per-video dataset (ABAW per-video layout) where time matters.
+
+    The labels are smooth in time (``temporal_labels``; VA driven by ``va_trace``, e.g.
+    the real Aff-Wild2 trace in ``affwild2_va_sample``), but each frame is drawn from
+    noisy labels: VA plus Gaussian noise of sd ``noise``, the true expression mark on 55%
+    of frames (another class otherwise), each AU flipped on 20% of frames. So a per-frame
+    model sees label noise a model over a window can average away. Face crops are
+    missing in runs (``missing`` of the frames), so frame numbers have gaps, as in ABAW.
+    Two thirds of the videos train, the rest validate.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    crops = root / "cropped_aligned"
+    per_task = {"VA": "VA_Estimation_Challenge", "EXPR": "EXPR_Classification_Challenge",
+                "AU": "AU_Detection_Challenge"}
+    header = {"VA": "valence,arousal", "EXPR": ",".join(ABAW_EXPR.classes),
+              "AU": ",".join(ABAW_AU.classes)}
+    n_train = max(1, round(videos * 2 / 3))
+    paths: dict[str, Path] = {}
+    for k in range(videos):
+        video = f"temporal{k:02d}-30-{size}x{size}"
+        split = "Train_Set" if k < n_train else "Validation_Set"
+        n = frames + int(rng.integers(0, frames // 3 + 1))
+        va, expr, au = temporal_labels(n, rng, va_trace)
+        no_crop = np.zeros(n, bool)
+        while no_crop.mean() < missing:  # missing crops come in runs (a face lost a while)
+            start, length = int(rng.integers(0, n)), int(rng.integers(2, 12))
+            no_crop[start:start + length] = True
+        (crops / video).mkdir(parents=True, exist_ok=True)
+        for f in range(n):
+            if no_crop[f]:
+                continue
+            shown_va = np.clip(va[f] + rng.normal(0, noise, 2), -1, 1)
+            shown_expr = expr[f] if rng.random() < 0.55 else int(rng.integers(0, len(ABAW_EXPR)))
+            shown_au = np.where(rng.random(len(ABAW_AU)) < 0.2, 1 - au[f], au[f])
+            draw_face(*shown_va, shown_expr, shown_au, rng, size).save(
+                crops / video / f"{f + 1:05d}.jpg", quality=92)
+        body = {"VA": [f"{x:.3f},{y:.3f}" for x, y in va], "EXPR": [str(e) for e in expr],
+                "AU": [",".join(map(str, r)) for r in au]}
+        for task, folder in per_task.items():
+            paths[f"{task}/{video}"] = atomic_write_text(
+                root / "Annotations" / folder / split / f"{video}.txt",
+                "\n".join([header[task], *body[task]]) + "\n")
+    atomic_write_text(root / "README.txt", (
+        "SYNTHETIC temporal sample written by `affectkit data sample --temporal`: drawn\n"
+        "cartoon faces from noisy per-frame labels around temporally smooth true labels\n"
+        "(ABAW per-video layout). Not Aff-Wild2 data.\n"))
+    paths["root"] = root
+    return paths
