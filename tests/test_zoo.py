@@ -209,7 +209,7 @@ def test_predict_model_writes_the_per_image_table(shipped, tmp_path, capsys):
     df = pd.read_csv(out)
     assert sorted(df.image) == ["a.png", "b/c.png", "d.jpg"]
     classes = [c.lower() for c in affectkit.load_model().labels.classes]
-    assert np.allclose(df[classes].sum(1), 1, atol=1e-3)
+    assert np.allclose(df[classes].sum(axis=1), 1, atol=1e-3)
     assert set(df.expression) <= set(classes)
     assert df.valence.isna().all() and df.arousal.isna().all()  # no VA head: empty
     assert {"AU01", "AU01_present", "AU26", "AU26_present"} <= set(df.columns)
