@@ -63,6 +63,16 @@ def _subjects(table, subjects) -> np.ndarray:
     return np.flatnonzero(table.df["subject"].astype(str).isin(list(subjects)).to_numpy())
 
 
+def au_split(au, extra) -> dict:
+    """Faces and subjects of the CK+ AU codes that train, validate and are held out."""
+    who = au.df["subject"].astype(str)
+    parts = {"held_out": who.isin(list(extra.held_out_subjects)),
+             "val": who.isin(list(extra.val_subjects))}
+    parts["train"] = ~(parts["held_out"] | parts["val"])
+    return {k: {"faces": int(m.sum()), "subjects": int(who[m].nunique())}
+            for k, m in parts.items()}
+
+
 def measure(run_dir: Path, data_root: Path, results: Results, test_limit: int | None) -> dict:
     run = load_run(run_dir, device="cpu")
     cfg = run.cfg
@@ -118,6 +128,7 @@ def measure(run_dir: Path, data_root: Path, results: Results, test_limit: int | 
     entry["ckplus_expression_6"] = ck_scores
     au = ck["csv/au_labels_from_ck_codes"].with_au_labels(ABAW_AU)
     au_held = au.subset(_subjects(au, extra.held_out_subjects))
+    entry["ckplus_au_split"] = au_split(au, extra)
     arrays, _ = predict_table(run, au_held.with_expr_labels(run.labels), batch_size=200)
     entry["ckplus_au_held_out"] = {"tuned": au_eval(arrays, thresholds),
                                    "at_0.5": au_eval(arrays, 0.5),
@@ -156,6 +167,7 @@ def card_of(entry: dict, command: str) -> dict:
     """The model card (``zoo.render_card``) from the measured entry."""
     fer, ck, au = entry["fer2013"], entry["ckplus_expression_6"], entry["ckplus_au_held_out"]
     tta = fer["tta_selected_on_publictest"]
+    sp = entry["ckplus_au_split"]
     pct = lambda x: round(100 * x, 1)  # noqa: E731
     return {
         "summary": ("Facial expression (FER2013's 7 classes) and 12 ABAW action units from "
@@ -171,9 +183,12 @@ def card_of(entry: dict, command: str) -> dict:
         "recipe": entry["recipe"], "command": command,
         "training_data": [
             "FER2013 Training (28,709 faces): expressions; epoch selected on PublicTest",
-            "CK+ AU codes (444 faces of 70 subjects, x6 an epoch): AUs only, the CK+ "
-            "expressions unused; 12 validation subjects tune the AU thresholds; 24 "
-            "held-out subjects (recipe default-model) never read in training"],
+            f"CK+ AU codes ({sp['train']['faces']} faces of {sp['train']['subjects']} "
+            f"subjects, x{entry['config']['data']['extra'][0]['repeat']} an epoch): AUs only, "
+            f"the CK+ expressions unused; {sp['val']['subjects']} validation subjects "
+            f"({sp['val']['faces']} faces) tune the AU thresholds; the held-out subjects of "
+            f"recipe default-model ({sp['held_out']['subjects']} with AU codes, "
+            f"{sp['held_out']['faces']} faces) are never read in training"],
         "epochs": (f"{entry['train']['epochs']} of the recipe's "
                    f"{entry['train']['planned_epochs']}" if entry["train"]["epochs"]
                    < entry["train"]["planned_epochs"] else entry["train"]["epochs"]),
