@@ -10,5 +10,4 @@ def load_model(name: str = "default", device=None):
     from . import zoo
     from .engine.inference import load_run
 
-    return load_run(zoo.model_dir(name) / zoo.WEIGHTS if zoo.is_shipped(name) else name,
-                    device)
+    return load_run(zoo.weights(name) if zoo.is_shipped(name) else name, device)

@@ -238,12 +238,12 @@ def _cmd_evaluate(args) -> int:
 def _cmd_predict(args) -> int:
     from .engine.commands import predict_run
     from .engine.inference import RunError
-    from .zoo import WEIGHTS, UnknownModel, model_dir
+    from .zoo import UnknownModel, weights
 
     if (args.run is None) == (args.model is None):
         return _error("predict needs a run folder or --model NAME (one of them)")
     try:
-        source = model_dir(args.model) / WEIGHTS if args.model else args.run
+        source = weights(args.model) if args.model else args.run
         fmt = args.format or ("table" if args.model else "submission")
         written = predict_run(source, args.out, au_thresholds=args.au_thresholds,
                               label_format=args.label_format, table=fmt == "table",

@@ -93,11 +93,12 @@ class FeatureStore:
         return torch.from_numpy(out.reshape(*rows.shape, self.dim))
 
 
-def open_store(folder: str | os.PathLike, run: LoadedRun | None = None) -> FeatureStore:
+def open_store(folder: str | os.PathLike, run: LoadedRun | None = None,
+               print_: str | None = None) -> FeatureStore:
     """The store in ``folder``; with ``run``, ``StaleStore`` unless it holds that model's
-    features."""
+    features (``print_``: its ``fingerprint`` when the caller has it already)."""
     store = FeatureStore(folder)
-    if run is not None and store.meta.get("fingerprint") != fingerprint(run):
+    if run is not None and store.meta.get("fingerprint") != (print_ or fingerprint(run)):
         raise StaleStore(f"{folder} holds features of another model (or an earlier "
                          f"checkpoint: {store.meta.get('checkpoint')}); rebuild it")
     return store
@@ -105,7 +106,8 @@ def open_store(folder: str | os.PathLike, run: LoadedRun | None = None) -> Featu
 
 @torch.no_grad()
 def extract_features(run: LoadedRun, table: FaceTable, folder: str | os.PathLike, *,
-                     batch_size: int = 128, progress=None) -> FeatureStore:
+                     batch_size: int = 128, progress=None,
+                     print_: str | None = None) -> FeatureStore:
     """Run ``run``'s feature extractor over every row of ``table`` into a new store at
     ``folder`` (replacing what is there, atomically)."""
     from ..data.augment import transforms_for
@@ -136,7 +138,7 @@ def extract_features(run: LoadedRun, table: FaceTable, folder: str | os.PathLike
     del feats
     pd.DataFrame({"video": table.df["video"].astype(str), "frame": table.df["frame"],
                   "image": table.df["image"]}).to_csv(tmp / INDEX, index=False)
-    meta = {"fingerprint": fingerprint(run), "checkpoint": str(run.checkpoint),
+    meta = {"fingerprint": print_ or fingerprint(run), "checkpoint": str(run.checkpoint),
             "rows": len(ds), "source": table.source}
     (tmp / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     old = folder.with_name(folder.name + ".old")
@@ -151,10 +153,11 @@ def extract_features(run: LoadedRun, table: FaceTable, folder: str | os.PathLike
 def ensure_features(run: LoadedRun, table: FaceTable, folder: str | os.PathLike,
                     **kw) -> tuple[FeatureStore, bool]:
     """The store of ``run`` at ``folder`` covering ``table``: reused when it is current,
-    (re)built otherwise. Returns (store, rebuilt)."""
+    (re)built otherwise. Returns (store, rebuilt). The model is hashed once."""
+    print_ = fingerprint(run)
     try:
-        store = open_store(folder, run)
+        store = open_store(folder, run, print_)
         store.rows_for(table)
         return store, False
     except StaleStore:
-        return extract_features(run, table, folder, **kw), True
+        return extract_features(run, table, folder, print_=print_, **kw), True

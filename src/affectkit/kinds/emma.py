@@ -42,7 +42,7 @@ def run_branch(expr_branch: str, checkpoint: str | None, input_mean, input_std
     from ..engine.inference import load_run
 
     if expr_branch.startswith(SHIPPED):
-        source = zoo.model_dir(expr_branch[len(SHIPPED):]) / zoo.WEIGHTS
+        source = zoo.weights(expr_branch[len(SHIPPED):])
     elif checkpoint in (None, MISSING):
         raise ConfigError("model.expr_branch_checkpoint: model.expr_branch=affectkit needs "
                           "the run folder or checkpoint of the branch")

@@ -41,6 +41,11 @@ def model_dir(name: str = "default") -> Path:
     return folder
 
 
+def weights(name: str = "default") -> Path:
+    """The weight file of shipped model ``name``: what ``load_run`` and the CLI read."""
+    return model_dir(name) / WEIGHTS
+
+
 def is_shipped(name: str | os.PathLike) -> bool:
     """``name`` names a shipped model (and not a path that exists)."""
     name = str(name)
