@@ -214,6 +214,15 @@ def test_predict_model_writes_the_per_image_table(shipped, tmp_path, capsys):
     assert df.valence.isna().all() and df.arousal.isna().all()  # no VA head: empty
     assert {"AU01", "AU01_present", "AU26", "AU26_present"} <= set(df.columns)
     assert set(df.AU12_present.unique()) <= {0, 1}
+    # Parquet: written with pyarrow, else refused by name before anything is written
+    pq = tmp_path / "pred.parquet"
+    rc = main(["predict", "--model", "tiny", "--data", str(folder), "--out", str(pq)])
+    try:
+        import pyarrow  # noqa: F401
+        assert rc == 0 and len(pd.read_parquet(pq)) == 3
+    except ImportError:
+        assert rc == 2 and not pq.exists()
+        assert "pred.parquet: writing Parquet needs pyarrow" in capsys.readouterr().err
     # ten-crop TTA runs through the same path
     assert main(["predict", "--model", "tiny", "--data", str(folder), "--out",
                  str(tmp_path / "tta.csv"), "--tta", "ten-crop"]) == 0

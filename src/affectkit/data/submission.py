@@ -238,5 +238,10 @@ def write_prediction_table(path: str | os.PathLike, table: pd.DataFrame) -> Path
     """``prediction_table`` as CSV (or Parquet for a ``.parquet`` path), atomically."""
     path = Path(path)
     if path.suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401 (pandas' Parquet engine)
+        except ImportError:
+            raise ValueError(f"{path}: writing Parquet needs pyarrow (pip install pyarrow); "
+                             "or name a .csv file") from None
         return atomic_write(path, lambda f: table.to_parquet(f, index=False))
     return atomic_write_text(path, table.to_csv(index=False, float_format="%.5f"))

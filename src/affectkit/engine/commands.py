@@ -285,7 +285,11 @@ def predict_run(run_path: PathLike, out: PathLike, data: PathLike | None = None,
         if Path(out).is_dir():
             raise RunError(f"{out} is a folder: --out names the table file (.csv, .parquet)")
         frame = prediction_table(rows.images, arrays, run.labels, thresholds)
-        return {"out": Path(out), "paths": [write_prediction_table(out, frame)],
+        try:
+            written = write_prediction_table(out, frame)
+        except ValueError as e:
+            raise RunError(f"prediction not written: {e}") from None
+        return {"out": Path(out), "paths": [written],
                 "format": "per-image table", "rows": len(rows), "source": table_data.source}
     return _submission(out, run, table_data, hard_predictions(arrays, thresholds),
                        label_format, len(rows))
