@@ -50,9 +50,13 @@ def test_model_names():
     assert parse_model("cotex-mae")["mask_ratio"] == 0.75  # the paper's submitted ratio
     assert parse_model("cotex-random-r0.9") == {"kind": "cotex", "init": "random",
                                                  "mask_ratio": 0.9}
-    for bad in ("vit", "vit-imagenet", "cotex-mae-0.5", "resnet"):
+    assert parse_model("cotex-mae-eqtime") == {"kind": "cotex", "init": "mae",
+                                                "mask_ratio": 0.75, "equal_time": True}
+    for bad in ("vit", "vit-imagenet", "cotex-mae-0.5", "resnet", "vit-eqtime"):
         with pytest.raises(ValueError, match="unknown model name"):
             parse_model(bad)
+    with pytest.raises(ValueError, match="equal time"):
+        parse_model("cnn-eqtime")
 
 
 def test_label_strings_round_trip():
@@ -140,6 +144,15 @@ def _smoke(main, args, tmp_path):
     md = (tmp_path / "results" / "RESULTS.md").read_text()
     assert "## Profile `smoke`" in md and "Cross-domain" in md and "CK+" in md
     assert "A larger mask ratio trains faster" in md
+
+    # equal training time: CoTEX's epochs scaled by its measured speed over the reference
+    models = "vit-random,cotex-random-eqtime"
+    assert main(["fer2013", "--models", models, *args]) == 0
+    fer = json.loads((tmp_path / "results" / "fer2013-smoke-s0.json").read_text())
+    eq = fer["models"]["cotex-random-eqtime"]["equal_time"]
+    assert eq["reference"] == "vit-random" and eq["speed_ratio"] > 0
+    assert eq["epochs"] == max(1, round(eq["speed_ratio"])) == \
+        fer["models"]["cotex-random-eqtime"]["train"]["epochs"]
 
 
 def test_cpu_long_profile_reuses_the_cpu_mae_and_is_judged_on_fer2013_alone():

@@ -250,6 +250,7 @@ def model_config(kind: str, tr: dict, *, run_dir: Path, seed: int, epochs: int,
         ov += [f"model.backbone={tr['cnn']}", "model.drop_path=0.0"]
     elif kind in ("vit", "cotex"):
         ov += [f"model.backbone={tr['vit']}", f"model.drop_path={tr['drop_path']}"]
+        ov += [f"model.patch_size={tr['patch']}"] if tr.get("patch") else []
     else:
         raise ValueError(f"unknown model kind {kind!r}")
     if kind == "cotex":
@@ -263,7 +264,14 @@ def model_config(kind: str, tr: dict, *, run_dir: Path, seed: int, epochs: int,
 def parse_model(name: str) -> dict:
     """A model name of the benchmarks -> kind, init and mask ratio:
     ``cnn`` (random init), ``vit-random`` / ``vit-mae`` (one ViT), ``cotex-random`` /
-    ``cotex-mae`` (masked CoTEX at the paper's 0.75) and ``cotex-<init>-r<ratio>``."""
+    ``cotex-mae`` (masked CoTEX at the paper's 0.75) and ``cotex-<init>-r<ratio>``; a
+    trailing ``-eqtime`` trains for the reference model's time instead of its epochs."""
+    eqtime = name.endswith("-eqtime")
+    if eqtime:
+        spec = parse_model(name[:-len("-eqtime")])
+        if spec["kind"] == "cnn":
+            raise ValueError(f"{name!r}: only ViT and CoTEX models train for equal time")
+        return {**spec, "equal_time": True}
     parts = name.split("-")
     if name == "cnn":
         return {"kind": "cnn", "init": "random", "mask_ratio": 0.0}
@@ -275,7 +283,7 @@ def parse_model(name: str) -> dict:
             raise ValueError(f"unknown model name {name!r}")
         return {"kind": parts[0], "init": parts[1], "mask_ratio": ratio}
     raise ValueError(f"unknown model name {name!r} (cnn, vit-random, vit-mae, cotex-random, "
-                     "cotex-mae, cotex-<init>-r<ratio>)")
+                     "cotex-mae, cotex-<init>-r<ratio>, any of them + -eqtime)")
 
 
 # ----------------------------------------------------------------------------- training
@@ -443,6 +451,7 @@ def mae_encoder(profile: dict, data_root: Path, work: Path, seed: int) -> tuple[
     ov = [f"data.root={_q(images)}", "data.layout=images",
           f"data.img_size={tr['img_size']}", f"data.resize={tr['img_size']}",
           f"model.backbone={tr['vit']}",
+          *([f"model.patch_size={tr['patch']}"] if tr.get("patch") else []),
           f"optim.epochs={p['epochs']}", f"optim.warmup_epochs={p['warmup_epochs']}",
           f"optim.batch_size={p['batch']}", f"optim.base_lr={p['lr'] * 256 / p['batch']:.6g}",
           f"run.seed={seed}", f"run.out_dir={_q(run_dir)}", f"run.amp={tr['amp']}",
@@ -467,8 +476,8 @@ def mae_encoder(profile: dict, data_root: Path, work: Path, seed: int) -> tuple[
     # how the encoder loads into the fine-tuning ViT (what stays at random init)
     from affectkit.models.backbone import create_backbone
 
-    report = create_backbone(tr["vit"], img_size=tr["img_size"], pretrained=str(encoder),
-                             pool="avg").load_report or {}
+    report = create_backbone(tr["vit"], img_size=tr["img_size"], patch_size=tr.get("patch"),
+                             pretrained=str(encoder), pool="avg").load_report or {}
     info = {
         "recipe": p["recipe"], "overrides": ov, "run_dir": os.path.relpath(run_dir, REPO),
         "encoder": os.path.relpath(encoder, REPO), "train_images": len(train_t),

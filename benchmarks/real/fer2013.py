@@ -9,7 +9,12 @@ Models (the profile's ``fer2013.models``):
 - ``vit-mae``: the same ViT initialised from an MAE pretrained by the library
   (``mae-face-tiny`` / ``mae-face``) on the FER2013 Training images, labels unused;
 - ``cotex-mae``: masked CoTEX (recipe ``cotex-lsd``, 7 classes, mask ratio 0.75), both
-  views from that MAE encoder.
+  views from that MAE encoder;
+- ``<model>-eqtime`` (e.g. ``cotex-mae-eqtime``): the same model trained for the training
+  *time* of the profile's ``equal_time_reference`` instead of its epochs: the epochs are
+  scaled by the two models' speed ratio, measured in this process by an interleaved probe
+  on one resident batch (``cross_domain.speed_probe``), and the runs' own img/s are recorded
+  beside it.
 
 ``cnn``, ``vit-*`` are the library's single-backbone multi-task models: their expression
 head has ABAW's 8 classes, FER2013's 7 map onto them by name (only AU and VA heads go
@@ -36,8 +41,10 @@ from .common import (
     open_fer2013,
     parse_model,
     predict,
+    relabel,
     train_and_load,
 )
+from .cross_domain import speed_probe
 
 log = logging.getLogger("benchmarks.real.fer2013")
 
@@ -62,19 +69,34 @@ def run(ctx: Context) -> None:
         "classes": list(FER2013.classes),
     })
     ctx.results.set("extra", {"published_private_acc": PUBLISHED})
+
+    def config(spec: dict, name: str, epochs: int):
+        return model_config(
+            spec["kind"], tr, run_dir=ctx.work / "fer2013" / name, seed=ctx.seed,
+            epochs=epochs, data_root=ctx.data_root / "fer2013",
+            pretrained=ctx.init_weights(spec["init"]), mask_ratio=spec["mask_ratio"],
+            num_classes=len(FER2013), expr_labels="fer2013")
+
     for name in p["models"]:
         if not ctx.wants(name):
             continue
         spec = parse_model(name)
         try:
-            weights = ctx.init_weights(spec["init"])
+            ctx.init_weights(spec["init"])  # pretrains the MAE on first use
         except NotMeasured as e:
             ctx.results.skip(name, str(e))
             continue
-        cfg, ov = model_config(
-            spec["kind"], tr, run_dir=ctx.work / "fer2013" / name, seed=ctx.seed,
-            epochs=p["epochs"], data_root=ctx.data_root / "fer2013", pretrained=weights,
-            mask_ratio=spec["mask_ratio"], num_classes=len(FER2013), expr_labels="fer2013")
+        equal_time = None
+        epochs = p["epochs"]
+        if spec.get("equal_time"):
+            ref = p["equal_time_reference"]
+            try:
+                equal_time = _equal_time(ctx, train, ref, name, config)
+            except NotMeasured as e:
+                ctx.results.skip(name, str(e))
+                continue
+            epochs = equal_time["epochs"]
+        cfg, ov = config(spec, name, epochs)
         log.info("fer2013 %s: training %s (%d images, %d epochs)", name, cfg.recipe,
                  len(train), p["epochs"])
         model, info = train_and_load(cfg, ov, train, val, ctx.work / "fer2013" / name)
@@ -90,7 +112,29 @@ def run(ctx: Context) -> None:
             **spec, "backbone": cfg.model.backbone, "img_size": cfg.data.img_size,
             "private": private, "public": public, "train": info,
             "eval_wall_s": round(time.perf_counter() - t0, 1),
+            **({"equal_time": equal_time} if equal_time else {}),
         })
         log.info("fer2013 %s: PrivateTest acc %.4f, macro F1 %.4f (PublicTest F1 %.4f, "
                  "best epoch %d, %.0f train img/s)", name, private["acc"], private["f1"],
                  public["f1"], info["best_epoch"], info["train_img_per_s"] or 0)
+
+
+def _equal_time(ctx: Context, train, ref: str, name: str, config) -> dict:
+    """How many epochs ``name`` trains to spend the time ``ref`` spends on the profile's
+    epochs: an interleaved speed probe of both models (same process, same resident batch
+    of real faces) gives the img/s ratio; the epochs are the reference's times it,
+    rounded (at least 1). Recorded in the results with the probe."""
+    p, tr = ctx.profile["fer2013"], ctx.profile["train"]
+    base = name[:-len("-eqtime")]
+    cfgs = {n: config(parse_model(n), n, p["epochs"])[0] for n in (ref, base)}
+    labels = model_labels(cfgs[base])
+    probe = speed_probe(cfgs, relabel(train, labels), tr["batch"],
+                        p.get("probe_rounds", 3), p.get("probe_steps", 2))
+    ratio = probe[base]["median"] / probe[ref]["median"]
+    epochs = max(1, round(p["epochs"] * ratio))
+    log.info("fer2013 %s: %s trains %.2fx as fast as %s: %d epochs for %s's %d", name, base,
+             ratio, ref, epochs, ref, p["epochs"])
+    return {"reference": ref, "reference_epochs": p["epochs"], "speed_ratio": round(ratio, 3),
+            "epochs": epochs,
+            "probe_img_per_s": {n: round(v["median"], 1) for n, v in probe.items()
+                                if not n.startswith("_")}}
