@@ -195,3 +195,193 @@ def test_temporal_sample_has_smooth_labels_gaps_and_reads_per_video(tmp_path, sh
     assert fits
     assert main(["data", "sample", str(tmp_path / "bad"), "--temporal", "--va-trace",
                  str(tmp_path / "nope.csv")]) == 2
+
+
+# ----------------------------------------------------------------------------- stage 2
+
+
+@pytest.fixture(scope="module")
+def temporal(tmp_path_factory):
+    """A small temporal sample (12 videos of ~100-130 frames) and one stage-1 task model
+    trained on it (a small CNN, all three tasks, 8 epochs): what stage 2 reads."""
+    from affectkit.config import load_config
+    from affectkit.data.sample import write_temporal_sample
+    from affectkit.engine.loop import train
+
+    root = tmp_path_factory.mktemp("temporal")
+    write_temporal_sample(root / "data", videos=12, frames=100, seed=1)
+    cfg = load_config("progressive-demo-stage1", [
+        f"data.root={root / 'data'}", "loss.au_weight=1", "loss.va_weight=1",
+        "loss.au_pos_weight=true", "run.select_by=score", "optim.epochs=8",
+        "optim.batch_size=32", "optim.base_lr=8e-3", f"run.out_dir={root / 'stage1'}",
+        "run.log_every=1000"])
+    train(cfg, progress=False)
+    return {"data": root / "data", "stage1": root / "stage1", "root": root}
+
+
+def _stage2(temporal, out, *overrides, epochs=10):
+    from affectkit.config import load_config
+
+    return load_config("progressive-demo", [
+        f"data.root={temporal['data']}", f"progressive.task_models=[{temporal['stage1']}]",
+        f"progressive.features={temporal['root'] / 'features'}", f"run.out_dir={out}",
+        "progressive.hidden=64", f"optim.epochs={epochs}", "run.log_every=1000", *overrides])
+
+
+def test_temporal_model_beats_a_per_frame_model(temporal, tmp_path):
+    """The sample's labels are smooth in time and each frame is drawn from noisy ones with
+    random colours: a window of 16 frames (TCN) must beat one frame (window 1, no temporal
+    model) by a clear margin in P, same epochs, same frames per step (64), same lr."""
+    from affectkit.engine.loop import read_metrics, train
+
+    scores = {}
+    for name, ov in {
+        "frame": ["progressive.window=1", "progressive.temporal=none",
+                  "optim.batch_size=64", "optim.base_lr=8e-3"],
+        "temporal": ["progressive.window=16", "progressive.temporal=tcn",
+                     "optim.batch_size=4", "optim.base_lr=0.128"],
+    }.items():
+        run = train(_stage2(temporal, tmp_path / name, *ov, epochs=30), progress=False)
+        scores[name] = max(r["val"]["score"] for r in read_metrics(run))
+    assert scores["temporal"] > scores["frame"] + 0.1, scores
+
+
+def test_stage2_store_reused_padding_not_counted_smoothing_saved_and_predict(temporal,
+                                                                             tmp_path):
+    from affectkit.engine.inference import load_run, open_table, predict_table
+    from affectkit.engine.loop import read_metrics, train
+    from affectkit.engine.progressive import (
+        frame_predictions,
+        frame_scores,
+        read_smoothing,
+    )
+    from affectkit.labels import ABAW_EXPR
+
+    cfg = _stage2(temporal, tmp_path / "joint", "progressive.smoothing=box", epochs=2)
+    run_dir = train(cfg, progress=False)
+    rows = read_metrics(run_dir)
+    assert {"smooth_va", "smooth_expr", "smooth_au", "p_smoothed"} <= set(rows[-1]["val"])
+    saved = load_run(run_dir)
+    assert saved.cfg.progressive.feature_dims == (256,)  # fixed in the saved config
+    widths = read_smoothing(saved)
+    assert widths is not None and set(widths["widths"]) == {"au", "expr", "va"}
+    # the stores were extracted once (train + val) and are reused by a second run
+    stores = sorted((temporal["root"] / "features").rglob("meta.json"))
+    stamps = [p.stat().st_mtime_ns for p in stores]
+    train(_stage2(temporal, tmp_path / "again", epochs=1), progress=False)
+    assert [p.stat().st_mtime_ns for p in stores] == stamps and len(stores) == 2
+    # whole-video prediction = what validation scored: unsmoothed, the same score
+    val = open_table(saved.cfg, None, split="val").table
+    arrays, _ = predict_table(saved, val)
+    assert set(arrays) >= {"va", "expr_probs", "au_probs", "index"}
+    from affectkit.engine.progressive import predict_table as predict_windows
+
+    raw = predict_windows(saved, val, smoothing=False)
+    best = max(rows, key=lambda r: r["val"]["score"])
+    got = frame_scores({k: raw[k] for k in ("va", "expr_probs", "au_probs")}, val, ABAW_EXPR)
+    assert got["score"] == pytest.approx(best["val"]["score"], abs=1e-4)
+    # padding: windows of 120 over segments shorter than that hold padding; outputs at the
+    # padding are garbage here and must not change any score
+    w = make_windows(val, 120, 60, max_gap=1)
+    assert (~w.valid).any()
+    per_row = {k: raw[k] for k in ("va", "expr_probs", "au_probs")}
+    arrays = {k: np.where(w.valid[(...,) + (None,) * (v.ndim - 1)],
+                          v[np.maximum(w.rows, 0)], 7.0) for k, v in per_row.items()}
+    again = frame_predictions(arrays, w, len(val))
+    for k, v in per_row.items():
+        np.testing.assert_allclose(again[k], v, atol=1e-6)
+
+
+def test_stage2_end_to_end_fine_tunes_the_task_backbone(temporal, tmp_path):
+    import torch
+
+    from affectkit.engine.inference import load_run
+    from affectkit.engine.loop import train
+
+    cfg = _stage2(temporal, tmp_path / "e2e", "progressive.end_to_end=true",
+                  "progressive.window=4", "optim.batch_size=4", epochs=1)
+    run_dir = train(cfg, progress=False, max_steps=3)
+    e2e = load_run(run_dir)
+    stage1 = load_run(temporal["stage1"])
+    tuned = e2e.model.backbones[0].state_dict()
+    before = stage1.model.backbone.state_dict()
+    assert set(tuned) == set(before)
+    assert any(not torch.equal(tuned[k], before[k]) for k in before)  # it trained
+
+
+def test_search_runs_a_grid_ranks_it_and_resumes_after_a_kill(temporal, tmp_path,
+                                                             monkeypatch):
+    import yaml
+
+    from affectkit.engine import search
+    from affectkit.engine.loop import SimulatedKill
+    from affectkit.engine.loop import train as real_train
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "recipe": "progressive-demo",
+        "overrides": [f"data.root={temporal['data']}",
+                      f"progressive.task_models=[{temporal['stage1']}]",
+                      f"progressive.features={temporal['root'] / 'features'}",
+                      "progressive.hidden=32", "optim.epochs=2", "run.log_every=2"],
+        "out": str(tmp_path / "search"),
+        "grid": {"progressive.temporal": ["none", "gru"]},
+        "points": [{"progressive.window": 4}, {"progressive.window": 4,
+                                               "model.heads": ["au", "va"],
+                                               "run.select_by": "au_f1"}]}))
+    calls = []
+
+    def killing_train(cfg, run_dir, **kw):  # the third point is killed after 2 steps
+        calls.append(run_dir)
+        if len(calls) == 3:
+            return real_train(cfg, run_dir, stop_after_steps=2, progress=False, **kw)
+        return real_train(cfg, run_dir, progress=False, **kw)
+
+    monkeypatch.setattr(search, "train", killing_train)
+    with pytest.raises(SimulatedKill):
+        search.run_search(spec, note=lambda m: None)
+    assert len(calls) == 3 and (calls[2] / "last.pt").is_file()
+    calls.clear()
+    monkeypatch.setattr(search, "train", lambda cfg, run_dir, **kw: calls.append(run_dir)
+                        or real_train(cfg, run_dir, progress=False, **kw))
+    result = search.run_search(spec, note=lambda m: None)
+    assert len(result["points"]) == 4 and len(calls) == 2  # 2 finished points reused
+    table = result["results"]
+    assert table["p"].notna().sum() == 2  # P only where all three tasks are predicted
+    md = result["paths"]["md"].read_text()
+    assert "Ranked by P" in md and "Ranked by AU" in md
+    best = yaml.safe_load(result["paths"]["best-au"].read_text())
+    assert best["base"] == "progressive-demo" and best["progressive"]["window"] == 4
+
+
+def test_search_spec_errors_name_the_file_and_key(tmp_path):
+    from affectkit.config import ConfigError
+    from affectkit.engine.search import run_search
+
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("recipe: progressive-demo\ngrid:\n  progressive.windw: [1, 2]\n"
+                    "colour: red\n")
+    with pytest.raises(ConfigError) as e:
+        run_search(spec, note=lambda m: None)
+    text = "\n".join(e.value.problems)
+    assert "bad.yaml" in text and "colour" in text
+    spec.write_text("recipe: progressive-demo\ngrid:\n  progressive.windw: [1, 2]\n")
+    with pytest.raises(ConfigError, match="windw"):
+        run_search(spec, note=lambda m: None)
+
+
+def test_smoothing_within_segments_only():
+    from affectkit.smoothing import smooth_per_video, smooth_sequence
+
+    x = np.array([0.0, 0, 0, 10, 0, 0, 0])
+    assert smooth_sequence(x, 3, "median").tolist() == [0] * 7  # an outlier removed
+    np.testing.assert_allclose(smooth_sequence(x, 3, "box")[2:5], [10 / 3] * 3)
+    g = smooth_sequence(x, 5, "gaussian")
+    assert g[3] < 10 and g[3] > g[2] > g[1] and g.sum() == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="odd"):
+        smooth_sequence(x, 4, "box")
+    # two segments of one video (a gap of 20 frames) and another video: never mixed
+    t = _table({"a": [1, 2, 3, 24, 25, 26], "b": [1, 2, 3]})
+    values = np.array([0, 0, 0, 9, 9, 9, 5, 5, 5], np.float64)
+    out = smooth_per_video(values, t, 5, "box", max_gap=10)
+    np.testing.assert_allclose(out, values)

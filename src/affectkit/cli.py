@@ -279,6 +279,59 @@ def _cmd_ensemble(args) -> int:
     return 0
 
 
+def _cmd_features(args) -> int:
+    import time
+
+    from .engine.features import ensure_features, extract_features
+    from .engine.inference import RunError, load_run, open_table, read_run
+
+    try:
+        files = read_run(args.run)
+        data = open_table(files.cfg, args.data, layout=args.layout, split=args.split,
+                          images=args.images, default_split="train")
+        run = load_run(files)
+    except RunError as e:
+        return _error(e)
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    with tqdm(total=len(data.table), unit="frame", desc="features", disable=None) as bar:
+        kw = {"batch_size": args.batch_size, "num_workers": args.num_workers or 0,
+              "progress": bar.update}
+        if args.rebuild:
+            store, rebuilt = extract_features(run, data.table, args.out, **kw), True
+        else:
+            store, rebuilt = ensure_features(run, data.table, args.out, **kw)
+    took = time.perf_counter() - t0
+    what = "extracted" if rebuilt else "up to date (same model and frames): reused"
+    print(f"{args.out}: {len(store.features)} frames x {store.dim} features of "
+          f"{run.checkpoint} for {data.source} [{data.name}], {what} in {took:.1f} s")
+    return 0
+
+
+def _cmd_search(args) -> int:
+    import logging
+
+    from .config import ConfigError
+    from .engine.search import run_search
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        result = run_search(args.spec, dry_run=args.dry_run)
+    except ConfigError as e:
+        print("error: invalid search:", file=sys.stderr)
+        for problem in e.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to continue the search",
+              file=sys.stderr)
+        return 130
+    if result["results"] is not None:
+        print(result["paths"]["md"].read_text(encoding="utf-8"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="affectkit", description=__doc__)
     p.add_argument("--version", action="version", version=f"affectkit {__version__}")
@@ -417,6 +470,30 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--label-format", choices=["name", "index"], default="name",
                     help="expression-only models: write class names (default) or indices")
     pr.set_defaults(fn=_cmd_predict)
+
+    fe = sub.add_parser("features", help="progressive learning: a stage-1 run's per-frame "
+                                         "features into a memory-mapped store (reused while "
+                                         "the model and frames are the same)")
+    fe.add_argument("run", help="stage-1 run folder or checkpoint file")
+    fe.add_argument("--data", help="dataset folder, annotation file or list (default: the "
+                                   "run's data.root)")
+    fe.add_argument("--split", help="split of a dataset folder (default: train)")
+    fe.add_argument("--layout", choices=LAYOUT_CHOICES)
+    fe.add_argument("--images", help="face-crop root")
+    fe.add_argument("--out", required=True, help="the store's folder")
+    fe.add_argument("--batch-size", type=int, default=128)
+    fe.add_argument("--num-workers", type=int, default=0)
+    fe.add_argument("--rebuild", action="store_true",
+                    help="extract again even when the store is up to date")
+    fe.set_defaults(fn=_cmd_features)
+
+    se = sub.add_parser("search", help="progressive learning's strategy search: a grid of "
+                                       "runs (resumable), ranked by P and by each task, the "
+                                       "best recipe per target task")
+    se.add_argument("spec", help="search spec YAML (recipe, overrides, out, grid, points)")
+    se.add_argument("--dry-run", action="store_true",
+                    help="list the points and their overrides, train nothing")
+    se.set_defaults(fn=_cmd_search)
 
     en = sub.add_parser("ensemble", help="average several runs' probabilities: scores and "
                                          "re-tuned AU thresholds on labelled data, a "

@@ -37,6 +37,9 @@ MISSING = "???"  # a value a recipe requires the user to set (checked by ``check
 BRANCH_WEIGHTS_HINT = ("EMMA's frozen expression branch needs its trained AffectNet weights: "
                        "the DAN checkpoint (affecnet8_epoch5_acc0.6209.pth) or a state dict "
                        "of the timm CNN named by model.expr_branch")
+# validation scores a run can select its best checkpoint by (run.select_by)
+SELECTABLE = ("score", "p_mtl", "p_lsd", "au_f1", "expr_f1", "expr_acc", "va", "ccc_valence",
+              "ccc_arousal")
 META_KEYS = ("base", "recipe", "git_sha", "affectkit_version")  # top-level, not sections
 
 Layout = Literal["auto", "mtl", "per-video", "lsd", "csv", "folders", "images"]  # discover.LAYOUTS
@@ -173,9 +176,43 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class ProgressiveConfig:
+    """Progressive learning, stage 2 (``model.kind: progressive``, ABAW7 winner): a joint
+    model over the per-frame features of stage-1 task models, on windows of one video."""
+
+    task_models: tuple[str, ...] = ()  # stage-1 run folders (their best.pt), one per task
+    # feature stores: <features>/<task run name>/<split tag>; null: each task run's own
+    # features/ folder (a store of other weights is detected and rebuilt, never reused)
+    features: str | None = None
+    # fine-tune the task backbones on windows of images instead of reading the stores
+    # (GPU-sized: every frame of every window goes through every backbone)
+    end_to_end: bool = False
+    fusion: Literal["sum", "concat", "gated"] = "sum"  # the paper's: sum, then an MLP
+    temporal: Literal["none", "transformer", "lstm", "gru", "tcn"] = "transformer"
+    hidden: int = 512
+    layers: int = 2
+    attention_heads: int = 4
+    dropout: float = 0.1
+    window: int = 30  # frames per window (public configs: EXPR 5, VA 30, AU 1)
+    stride: int | None = None  # training: a window starts every this many frames (null: window)
+    eval_stride: int | None = None  # prediction: overlapping windows averaged (null: window/2)
+    max_gap: int = 10  # a window never spans a gap of more frames (missing face crops)
+    # per-frame outputs smoothed over time within a video at prediction; each task's width
+    # tuned on validation (the best epoch's kept in smoothing.json), 1 = not smoothed
+    smoothing: Literal["none", "box", "gaussian", "median"] = "none"
+    smoothing_widths: tuple[int, ...] = (1, 3, 5, 9, 15, 25, 45)
+    # the task models' feature widths, fixed when training starts (the saved config builds
+    # the joint model without opening them)
+    feature_dims: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
 class RunConfig:
     out_dir: str = "runs"
     seed: int = 0
+    # the validation number best.pt maximises: "score" (the task's official one) or one of
+    # the scores by name (au_f1, expr_f1, va, p_mtl, ...): a stage-1 task model by its task
+    select_by: str = "score"
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     compile: bool = False
     channels_last: bool = False
@@ -191,6 +228,7 @@ class Config:
     mae: MAEConfig = field(default_factory=MAEConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
     recipe: str = "defaults"
 
 
@@ -560,6 +598,7 @@ def validate(cfg: Config, where: dict[str, str] | None = None) -> None:
 
     need(r.eval_every >= 1, "run.eval_every", "must be >= 1")
     need(r.log_every >= 1, "run.log_every", "must be >= 1")
+    need(r.select_by in SELECTABLE, "run.select_by", f"must be one of {list(SELECTABLE)}")
     if errors:
         raise ConfigError(errors)
 
@@ -607,7 +646,7 @@ def check_paths(cfg: Config) -> None:
     Raises ``ConfigError`` naming each key and path. Call before training / --dry-run.
     """
     errors = []
-    for section in ("data", "model", "loss", "mae", "optim", "run"):
+    for section in ("data", "model", "loss", "mae", "optim", "run", "progressive"):
         for k, v in dataclasses.asdict(getattr(cfg, section)).items():
             if v == MISSING:
                 hint = f" ({BRANCH_WEIGHTS_HINT})" if k == "expr_branch_checkpoint" else ""
@@ -618,6 +657,12 @@ def check_paths(cfg: Config) -> None:
              "model.pretrained": None if (m.pretrained or "").startswith("timm:")
              else m.pretrained,
              "model.expr_branch_checkpoint": m.expr_branch_checkpoint}
+    if m.kind == "progressive" and not cfg.progressive.task_models:
+        errors.append("progressive.task_models: required: the stage-1 runs whose features "
+                      "the joint model fuses (progressive.task_models=[RUN_AU,RUN_EXPR,RUN_VA])")
+    if m.kind == "progressive":
+        paths.update({f"progressive.task_models.{i}": p
+                      for i, p in enumerate(cfg.progressive.task_models)})
     for key, p in paths.items():
         if p is not None and p != MISSING and not Path(p).expanduser().exists():
             errors.append(f"{key}: no such file or directory: {p}")

@@ -42,6 +42,46 @@ class MTLTask:
 
 
 @dataclass
+class WindowTask:
+    """Progressive learning's stage 2: the weighted multi-task loss over every real frame of
+    a batch of windows (outputs and labels (B, L, ...); ``batch["valid"]`` (B, L) False at
+    padding, which is dropped before any loss, so CCC is a statistic of real frames only).
+    Only the heads the joint model has are trained (the strategy search's task
+    combinations); a zero weight gives its head no gradient."""
+
+    au_weight: float = 1.0
+    expr_weight: float = 1.0
+    va_weight: float = 1.0
+    au_pos_weight: torch.Tensor | None = None
+    label_smoothing: float = 0.0
+
+    def __call__(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
+        keep = batch["valid"].reshape(-1)
+
+        def frames(x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(0, 1)[keep]
+
+        named, total = {}, None
+        if "au_logits" in outputs:
+            named["au_loss"] = losses.masked_bce(frames(outputs["au_logits"]),
+                                                 frames(batch["au"]), self.au_pos_weight)
+            total = self.au_weight * named["au_loss"]
+        if "expr_logits" in outputs:
+            named["expr_loss"] = losses.masked_ce(frames(outputs["expr_logits"]),
+                                                  frames(batch["expression"]),
+                                                  self.label_smoothing)
+            term = self.expr_weight * named["expr_loss"]
+            total = term if total is None else total + term
+        if "va" in outputs:
+            named["va_loss"] = losses.ccc_loss(frames(outputs["va"]), frames(batch["va"]))
+            term = self.va_weight * named["va_loss"]
+            total = term if total is None else total + term
+        if total is None:
+            raise KeyError(f"WindowTask: no au_logits, expr_logits or va in {sorted(outputs)}")
+        return {**named, "loss": total}
+
+
+@dataclass
 class CoTEXTask:
     """Masked CoTEX: CE on each view + ``js_weight`` * JS(view 1, view 2).
 

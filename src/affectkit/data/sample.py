@@ -25,8 +25,12 @@ _AU = {name: j for j, name in enumerate(ABAW_AU.classes)}
 
 
 def draw_face(valence: float, arousal: float, expression: int, au: np.ndarray,
-              rng: np.random.Generator, size: int = 112) -> Image.Image:
-    """A cartoon face whose geometry follows the labels (invalid labels drawn neutral)."""
+              rng: np.random.Generator, size: int = 112, mark: float = 3.0,
+              spread: float = 12.0) -> Image.Image:
+    """A cartoon face whose geometry follows the labels (invalid labels drawn neutral);
+    the expression is a dot of radius ``mark`` on the forehead, its place on an ellipse of
+    half-width ``spread`` (both at 112 px) telling the class. Background and skin colours
+    are random per face: appearance noise a per-frame model cannot average away."""
     bg = tuple(int(c) for c in rng.integers(40, 200, 3))
     im = Image.new("RGB", (size, size), bg)
     d = ImageDraw.Draw(im)
@@ -57,9 +61,9 @@ def draw_face(valence: float, arousal: float, expression: int, au: np.ndarray,
     d.line([mx - w, my - curve / 2, mx, my + curve / 2, mx + w, my - curve / 2],
            fill=(120, 30, 40), width=max(1, int(3 * s)))
     if expression >= 0:  # a small per-class mark on the forehead, learnable but not trivial
-        r = 3 * s
+        r = mark * s
         ang = 2 * np.pi * expression / len(ABAW_EXPR)
-        px, py = cx + 12 * s * np.cos(ang), cy - 36 * s + 5 * s * np.sin(ang)
+        px, py = cx + spread * s * np.cos(ang), cy - 36 * s + spread * 5 / 12 * s * np.sin(ang)
         d.ellipse([px - r, py - r, px + r, py + r], fill=(40, 40, 160))
     return im
 
@@ -220,7 +224,9 @@ def write_temporal_sample(root: str | Path, videos: int = 6, frames: int = 300, 
     the real Aff-Wild2 trace in ``affwild2_va_sample``), but each frame is drawn from
     noisy labels: VA plus Gaussian noise of sd ``noise``, the true expression mark on 55%
     of frames (another class otherwise), each AU flipped on 20% of frames. So a per-frame
-    model sees label noise a model over a window can average away. Face crops are
+    model sees label noise a model over a window can average away (each frame's own
+    labels are drawn plainly, with a larger expression mark than the other sample's, so
+    that a small per-frame model reads them in a minute). Face crops are
     missing in runs (``missing`` of the frames), so frame numbers have gaps, as in ABAW.
     Two thirds of the videos train, the rest validate.
     """
@@ -249,7 +255,7 @@ def write_temporal_sample(root: str | Path, videos: int = 6, frames: int = 300, 
             shown_va = np.clip(va[f] + rng.normal(0, noise, 2), -1, 1)
             shown_expr = expr[f] if rng.random() < 0.55 else int(rng.integers(0, len(ABAW_EXPR)))
             shown_au = np.where(rng.random(len(ABAW_AU)) < 0.2, 1 - au[f], au[f])
-            draw_face(*shown_va, shown_expr, shown_au, rng, size).save(
+            draw_face(*shown_va, shown_expr, shown_au, rng, size, mark=6.0, spread=22.0).save(
                 crops / video / f"{f + 1:05d}.jpg", quality=92)
         body = {"VA": [f"{x:.3f},{y:.3f}" for x, y in va], "EXPR": [str(e) for e in expr],
                 "AU": [",".join(map(str, r)) for r in au]}

@@ -49,9 +49,12 @@ def infer(model: torch.nn.Module, dataset: Dataset,
           collect: Callable[[dict, dict], dict] = collect_predictions, *, batch_size: int = 64,
           num_workers: int = 0, device: torch.device | str = "cpu",
           amp_dtype: torch.dtype | None = None, channels_last: bool = False,
-          progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+          progress: Callable[[int], None] | None = None,
+          forward: Callable[[torch.nn.Module, dict], dict] | None = None
+          ) -> dict[str, np.ndarray]:
     """``collect(outputs, batch)`` for every sample, as numpy arrays in dataset order,
-    plus ``index``. Call it on every rank when distributed; all ranks get the result."""
+    plus ``index``. ``forward(model, batch)``: default ``model(batch["image"])``. Call it
+    on every rank when distributed; all ranks get the result."""
     device = torch.device(device)
     info = dist.current()
     shard = range(info.rank, len(dataset), info.world_size)
@@ -69,7 +72,7 @@ def infer(model: torch.nn.Module, dataset: Dataset,
             batch = to_device(batch, device, channels_last)
             ctx = torch.autocast(device.type, amp_dtype) if amp_dtype else nullcontext()
             with ctx:
-                outputs = model(batch["image"])
+                outputs = forward(model, batch) if forward else model(batch["image"])
             arrays = {k: v.detach().cpu().numpy() for k, v in collect(outputs, batch).items()}
             arrays["index"] = batch["index"].cpu().numpy()
             for k, v in arrays.items():

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -105,29 +106,45 @@ def open_store(folder: str | os.PathLike, run: LoadedRun | None = None,
 
 
 @torch.no_grad()
+def encode_frames(extractor: torch.nn.Module, transform, table: FaceTable, device,
+                  batch_size: int = 128, num_workers: int = 0) -> Iterator[np.ndarray]:
+    """``extractor``'s features (B, D) float32 of ``table``'s faces read through
+    ``transform``, batch by batch in table order."""
+    from ..data.dataset import FaceDataset
+
+    extractor.eval()
+    ds = FaceDataset(table, transform)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False,
+                                         num_workers=num_workers, collate_fn=ds.collate)
+    for batch in loader:
+        yield extractor(batch["image"].to(device)).float().cpu().numpy()
+
+
+def iter_features(run: LoadedRun, table: FaceTable, batch_size: int = 128,
+                  num_workers: int = 0) -> Iterator[np.ndarray]:
+    """``run``'s per-frame features of ``table``'s rows, each face read with the run's own
+    evaluation transform (``encode_frames``)."""
+    from ..data.augment import transforms_for
+
+    return encode_frames(feature_extractor(run.model), transforms_for(run.cfg.data)[1], table,
+                         run.device, batch_size, num_workers)
+
+
 def extract_features(run: LoadedRun, table: FaceTable, folder: str | os.PathLike, *,
-                     batch_size: int = 128, progress=None,
+                     batch_size: int = 128, num_workers: int = 0, progress=None,
                      print_: str | None = None) -> FeatureStore:
     """Run ``run``'s feature extractor over every row of ``table`` into a new store at
     ``folder`` (replacing what is there, atomically)."""
-    from ..data.augment import transforms_for
-    from ..data.dataset import FaceDataset
-
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    extractor = feature_extractor(run.model).eval()
-    ds = FaceDataset(table, transforms_for(run.cfg.data)[1])
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False,
-                                         collate_fn=ds.collate)
     feats = None
     done = 0
-    for batch in loader:
-        f = extractor(batch["image"].to(run.device)).float().cpu().numpy()
+    for f in iter_features(run, table, batch_size, num_workers):
         if feats is None:
             feats = np.lib.format.open_memmap(tmp / FEATURES, mode="w+", dtype=np.float16,
-                                              shape=(len(ds), f.shape[1]))
+                                              shape=(len(table), f.shape[1]))
         feats[done:done + len(f)] = f
         done += len(f)
         if progress is not None:
@@ -135,11 +152,12 @@ def extract_features(run: LoadedRun, table: FaceTable, folder: str | os.PathLike
     if feats is None:
         raise ValueError(f"{table.source}: no frames to extract features from")
     feats.flush()
+    dim = int(feats.shape[1])
     del feats
     pd.DataFrame({"video": table.df["video"].astype(str), "frame": table.df["frame"],
                   "image": table.df["image"]}).to_csv(tmp / INDEX, index=False)
     meta = {"fingerprint": print_ or fingerprint(run), "checkpoint": str(run.checkpoint),
-            "rows": len(ds), "source": table.source}
+            "rows": len(table), "dim": dim, "source": str(table.source)}
     (tmp / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)

@@ -359,6 +359,11 @@ def predict_table(run: LoadedRun, table: FaceTable, *, batch_size: int = 128,
         amp_dtype_for,  # the training loop's mixed-precision rule, for the same numbers
     )
 
+    own = run.kind.predict_table(run, table, batch_size=batch_size, num_workers=num_workers,
+                                 missing=missing, tta=tta,
+                                 progress=progress and dist.current().is_main)
+    if own is not None:
+        return own, table
     d = run.cfg.data
     model = run.model
     transform = transforms_for(d)[1]

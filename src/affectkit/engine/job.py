@@ -23,11 +23,17 @@ from torch import nn
 from torch.utils.data import Dataset
 
 
+def image_forward(model: nn.Module, batch: dict) -> dict:
+    """The forward pass of every image model: ``model(batch["image"])``."""
+    return model(batch["image"])
+
+
 @dataclass
 class Job:
     model: nn.Module  # forward(images) -> dict of named outputs (masking: its own argument)
     task: Callable[[dict, dict], dict[str, torch.Tensor]]  # -> named losses incl. "loss"
-    train_ds: Dataset  # items: "image" (3, H, W) float (uint8 with ``augment``), "index"
+    train_ds: Dataset  # items: "index" and what ``forward`` reads ("image": (3, H, W) float,
+    # uint8 with ``augment``)
     val_ds: Dataset | None
     collect: Callable[[dict, dict], dict[str, torch.Tensor]]  # (outputs, batch) -> per sample
     score: Callable[[dict[str, np.ndarray]], dict]  # whole-set arrays -> {"score": ..., ...}
@@ -36,3 +42,6 @@ class Job:
     augment: nn.Module | None = None
     # called on the main rank after each validated epoch: (model, run_dir, epoch, scores)
     on_epoch_end: Callable[[nn.Module, Path, int, dict], None] | None = None
+    # (model, batch) -> outputs: what of a batch the model reads (stage 2 of progressive
+    # learning: feature windows, frame numbers and the padding mask)
+    forward: Callable[[nn.Module, dict], dict] = image_forward

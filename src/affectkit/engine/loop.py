@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..config import Config, ConfigError, config_to_dict, dump_config
 from ..data.table import FaceTable
 from ..io import atomic_write_text
+from ..kinds import get_kind
 from ..models.checkpoint import save_checkpoint
 from . import dist
 from .build import build_job, open_splits, with_data_stats
@@ -230,6 +231,7 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
     last = latest_checkpoint(run_dir) if resume else None
     saved = read_training_checkpoint(last) if last is not None else None
     cfg = with_data_stats(cfg, saved.get("config") if saved is not None else None)
+    cfg = get_kind(cfg.model.kind).resolve(cfg)  # e.g. stage 2: its task models' widths
 
     job = build_job(cfg, tables if tables is not None else open_splits(cfg), device=device)
     task, model = job.task, job.model
@@ -366,14 +368,14 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
                 batch = to_device(batch, device)
                 if augment is not None:
                     batch["image"] = augment(batch["image"])
-                if channels_last:
+                if channels_last and "image" in batch:
                     batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
                 syncs = (state.micro_step + 1) % o.accum_steps == 0
                 sync = nullcontext() if syncs or world == 1 else ddp_model.no_sync()
                 ctx = torch.autocast(device.type, amp_dtype) if amp_dtype else nullcontext()
                 with sync:
                     with ctx:
-                        out = fwd_model(batch["image"])
+                        out = job.forward(fwd_model, batch)
                         losses = task(out, batch)
                     loss = losses["loss"].float() / o.accum_steps
                     (scaler.scale(loss) if scaler is not None else loss).backward()
@@ -381,7 +383,7 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
                 for k, v in latest_losses.items():
                     pending[k] = pending[k] + v if k in pending else v
                 sums["batches"] += 1
-                sums["images"] += len(batch["image"])
+                sums["images"] += len(batch["index"])  # images, or windows (stage 2)
                 state.micro_step += 1
                 if not syncs:
                     continue
@@ -437,10 +439,14 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
             if validate:
                 arrays = infer(model, job.val_ds, job.collect, batch_size=o.batch_size,
                                num_workers=cfg.data.num_workers, device=device,
-                               amp_dtype=amp_dtype, channels_last=channels_last)
+                               amp_dtype=amp_dtype, channels_last=channels_last,
+                               forward=job.forward)
                 val = job.score(arrays)
                 row["val"] = val
-                score = val["score"]
+                if r.select_by not in val:
+                    raise ConfigError(f"run.select_by={r.select_by!r}: this run's validation "
+                                      f"has no such score (it has {sorted(val)})")
+                score = val[r.select_by]
                 numbers = {k: v for k, v in val.items() if isinstance(v, (int, float))}
                 if tb is not None:
                     for k, v in numbers.items():

@@ -27,7 +27,8 @@ from ..labels import ABAW_EXPR, LabelSet
 TASKS = ("va", "expr", "au")
 
 # kind name -> the module of this package that registers it
-_BUILTIN = {"emma": "emma", "vit-mtl": "mtl", "cnn-mtl": "mtl", "cotex": "cotex", "mae": "mae"}
+_BUILTIN = {"emma": "emma", "vit-mtl": "mtl", "cnn-mtl": "mtl", "cotex": "cotex", "mae": "mae",
+            "progressive": "progressive"}
 _KINDS: dict[str, ModelKind] = {}
 
 Need = Callable[[bool, str, str], None]  # config.validate's need(ok, "section.key", rule)
@@ -62,6 +63,17 @@ class ModelKind(ABC):
 
     def build_job(self, cfg, tables, device=None):
         """A ``Job`` of the kind's own, or None for the shared fine-tuning job."""
+        return None
+
+    def resolve(self, cfg):
+        """``cfg`` with what training fixes from the files it starts from (saved in the
+        run's config.yaml); called when a training run starts or resumes."""
+        return cfg
+
+    def predict_table(self, run, table, **kw):
+        """Per-row prediction arrays of ``table`` (``engine.inference.predict_table``'s);
+        None: the shared image-by-image path. A kind that reads more than one face at a
+        time (windows of a video) predicts here."""
         return None
 
     def labels(self, cfg) -> LabelSet:

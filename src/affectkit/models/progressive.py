@@ -125,24 +125,61 @@ class TemporalModule(nn.Module):
 
 
 class JointModel(nn.Module):
-    """Stage 2: ``FeatureFusion`` -> ``TemporalModule`` -> per-frame heads.
+    """Stage 2: ``FeatureFusion`` -> ``TemporalModule`` -> per-frame heads of ``tasks``
+    (the task combination of the strategy search: e.g. AU + VA only).
 
     Padding rides along: windows are padded only at the end (``data.windows``), which the
     packed RNNs require."""
 
     def __init__(self, dims: list[int], hidden: int = 512, fusion: str = "sum",
                  temporal: str = "transformer", layers: int = 2, heads: int = 4,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, tasks=("au", "expr", "va")):
         super().__init__()
         self.fusion = FeatureFusion(dims, hidden, fusion, dropout)
         self.temporal = TemporalModule(hidden, temporal, layers, heads, dropout)
-        self.au_head = nn.Linear(hidden, len(ABAW_AU))
-        self.expr_head = nn.Linear(hidden, len(ABAW_EXPR))
-        self.va_head = nn.Linear(hidden, 2)
+        self.tasks = tuple(t for t in ("au", "expr", "va") if t in tasks)
+        self.au_head = nn.Linear(hidden, len(ABAW_AU)) if "au" in tasks else None
+        self.expr_head = nn.Linear(hidden, len(ABAW_EXPR)) if "expr" in tasks else None
+        self.va_head = nn.Linear(hidden, 2) if "va" in tasks else None
 
     def forward(self, features: list[torch.Tensor], frames: torch.Tensor,
                 valid: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``au_logits`` (B, L, 12), ``expr_logits`` (B, L, 8), ``va`` (B, L, 2)."""
+        """``au_logits`` (B, L, 12), ``expr_logits`` (B, L, 8), ``va`` (B, L, 2), those of
+        its ``tasks``."""
         h = self.temporal(self.fusion(features), frames, valid)
-        return {"au_logits": self.au_head(h), "expr_logits": self.expr_head(h),
-                "va": torch.tanh(self.va_head(h))}
+        out = {}
+        if self.au_head is not None:
+            out["au_logits"] = self.au_head(h)
+        if self.expr_head is not None:
+            out["expr_logits"] = self.expr_head(h)
+        if self.va_head is not None:
+            out["va"] = torch.tanh(self.va_head(h))
+        return out
+
+
+class ProgressiveModel(nn.Module):
+    """The stage-2 model as trained: the joint model over concatenated task features
+    (B, L, sum of dims) read from the feature stores, or, end to end, over windows of
+    face images (B, L, 3, H, W) that go through the task ``backbones`` (fine-tuned with
+    it; padding frames never reach them)."""
+
+    def __init__(self, joint: JointModel, backbones: list[nn.Module] | None = None):
+        super().__init__()
+        self.joint = joint
+        self.dims = list(joint.fusion.dims)
+        self.backbones = nn.ModuleList(backbones) if backbones else None
+
+    def forward(self, inputs: torch.Tensor, frames: torch.Tensor, valid: torch.Tensor
+                ) -> dict[str, torch.Tensor]:
+        if self.backbones is None:
+            if inputs.shape[-1] != sum(self.dims):
+                raise ValueError(f"features of width {inputs.shape[-1]} for task models of "
+                                 f"widths {self.dims} (sum {sum(self.dims)})")
+            return self.joint(list(inputs.split(self.dims, dim=-1)), frames, valid)
+        frames_in = inputs[valid]  # (n, 3, H, W): the real frames only
+        features = []
+        for backbone, dim in zip(self.backbones, self.dims):
+            f = inputs.new_zeros(*valid.shape, dim)
+            f[valid] = backbone(frames_in).to(f.dtype)
+            features.append(f)
+        return self.joint(features, frames, valid)
