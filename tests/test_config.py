@@ -18,7 +18,9 @@ from affectkit.config import (
 )
 
 RECIPES = ("emma-mtl", "vit-mtl", "cnn-mtl", "cotex-lsd", "cotex-expr", "demo", "demo-cnn",
-           "mae-face", "mae-face-tiny", "default-model")
+           "mae-face", "mae-face-tiny", "default-model", "progressive-stage1-au",
+           "progressive-stage1-expr", "progressive-stage1-va", "progressive-joint",
+           "progressive-demo", "progressive-demo-stage1")
 
 
 def write(path, text):
@@ -38,7 +40,7 @@ def test_every_recipe_loads_and_validates(name):
     assert isinstance(cfg, Config) and cfg.recipe == name
 
 
-def test_list_recipes_has_all_six_with_descriptions():
+def test_list_recipes_has_all_with_descriptions():
     recipes = list_recipes()
     assert set(recipes) == set(RECIPES)
     assert all(desc and not desc.startswith("#") for desc in recipes.values())
@@ -210,3 +212,19 @@ def test_layout_choices_match_the_data_layer():
 
     choices = typing.get_args(typing.get_type_hints(DataConfig)["layout"])
     assert set(choices) == {"auto", *LAYOUTS}
+
+
+def test_select_by_and_progressive_settings_are_checked():
+    msg = errors_of(load_config, "vit-mtl", ["run.select_by=au_f"])
+    assert "run.select_by" in msg and "au_f1" in msg
+    msg = errors_of(load_config, "progressive-joint", ["progressive.attention_heads=5",
+                                                    "progressive.smoothing_widths=[1, 4]",
+                                                    "optim.layer_decay=0.65"])
+    for key in ("progressive.attention_heads", "progressive.smoothing_widths",
+                "optim.layer_decay"):
+        assert key in msg
+    msg = errors_of(check_paths, load_config("progressive-joint"))
+    assert "progressive.task_models: required" in msg
+    msg = errors_of(check_paths, load_config("progressive-joint",
+                                          ["progressive.task_models=[/no/such/run]"]))
+    assert "progressive.task_models.0: no such file" in msg

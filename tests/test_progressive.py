@@ -290,6 +290,17 @@ def test_stage2_store_reused_padding_not_counted_smoothing_saved_and_predict(tem
     again = frame_predictions(arrays, w, len(val))
     for k, v in per_row.items():
         np.testing.assert_allclose(again[k], v, atol=1e-6)
+    # a per-video test list: one VA / EXPR / AU file per video, every frame with a crop
+    from affectkit.engine.commands import predict_run
+
+    videos = sorted(set(val.df["video"]))
+    listing = tmp_path / "test_videos.txt"
+    listing.write_text("\n".join(videos) + "\n")
+    written = predict_run(run_dir, tmp_path / "sub", data=listing,
+                          images=temporal["data"] / "cropped_aligned")
+    assert written["rows"] == len(val) and "per-video" in written["format"]
+    va_file = next((tmp_path / "sub").rglob(f"{videos[0]}.txt"))
+    assert len(va_file.read_text().splitlines()) >= 2
 
 
 def test_stage2_end_to_end_fine_tunes_the_task_backbone(temporal, tmp_path):

@@ -36,7 +36,7 @@ from affectkit.io import atomic_write_text
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_MD = REPO / "benchmarks" / "RESULTS.md"
-PROFILE_ORDER = {"gpu": 0, "cpu": 1, "cpu-long": 2, "smoke": 3}
+PROFILE_ORDER = {"gpu": 0, "cpu-p8": 1, "cpu": 2, "cpu-long": 3, "smoke": 4}
 BENCH_ORDER = {"mae": -1, "default-model": -2, "fer2013": 0, "ckplus": 1, "cross-domain": 2}
 ABAW_AUS = ("AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU15", "AU23", "AU24",
             "AU25", "AU26")
@@ -350,6 +350,21 @@ def fer2013_section(runs: list[dict]) -> list[str]:
                      f"nothing else)* | | | *{pct(maj[0])}* | *{pct(maj[1])}* | | | |")
     for label, _, text in get(runs[0], "extra", "published_private_acc", default=[]) or []:
         lines.append(f"| *published: {label}* | | | *{text}* | | | | |")
+    for n in _models(runs):
+        m = next(get(r, "models", n) for r in runs if get(r, "models", n))
+        eq = m.get("equal_time")
+        if not eq:
+            continue
+        ref = next((get(r, "models", eq["reference"]) for r in runs
+                    if get(r, "models", eq["reference"])), None) or {}
+        walls = [get(x, "train", "train_call_wall_s") for x in (m, ref)]
+        wall = (f"; measured training time {walls[0] / 60:.0f} against {walls[1] / 60:.0f} "
+                "min" if all(w for w in walls) and not get(m, "train", "reused_finished_run")
+                else "")
+        lines += ["", f"`{n}` trains for the time `{eq['reference']}` spends on "
+                      f"{eq['reference_epochs']} epochs: it steps {eq['speed_ratio']:.2f}x as "
+                      f"fast (interleaved probe, img/s {eq['probe_img_per_s']}), so "
+                      f"{eq['epochs']} epochs{wall}."]
     classes = get(runs[0], "data", "classes") or []
     if classes:
         lines += ["", "PrivateTest F1 per class (%):", "",
@@ -518,6 +533,10 @@ def claims(groups: dict, profile: str) -> list[str]:
          [("fer2013", "FER2013 PrivateTest macro F1, `cotex-mae` (r = 0.75) − `vit-mae`",
            chance_checked(paired_claim(fer, "cotex-mae", "vit-mae", ("private",), 7), fer,
                           "cotex-mae", "vit-mae", "private", fer_maj)),
+          ("fer2013", "FER2013 PrivateTest macro F1 at equal training time, "
+                      "`cotex-mae-eqtime` (r = 0.75) − `vit-mae`",
+           chance_checked(paired_claim(fer, "cotex-mae-eqtime", "vit-mae", ("private",), 7),
+                          fer, "cotex-mae-eqtime", "vit-mae", "private", fer_maj)),
           ("cross-domain", f"CK+ P_LSD (cross-domain), `{r75_}` − `{single}`",
            chance_checked(paired_claim(cd, r75, single, ("ckplus",), 6), cd, r75, single,
                           "ckplus", ck_maj) if r75 else {}),

@@ -96,6 +96,18 @@ def score_predictions(arrays: dict[str, np.ndarray], labels: LabelSet,
     ``labels``, AU mean F1 at ``au_thresholds`` (on probabilities) and ``p_mtl``.
     Expression only: macro F1 and, for LSD's 6 classes, ``p_lsd``. ``score`` is the
     task's official number."""
+    if "expr_probs" not in arrays:  # a progressive task combination without EXPR
+        from .progressive import TASK_SCORE
+
+        scores = {}
+        if "au_probs" in arrays:
+            scores.update(au_scores(arrays["au_true"].astype(np.int64),
+                                    binarize_au(arrays["au_probs"], au_thresholds),
+                                    ABAW_AU.classes))
+        if "va" in arrays:
+            scores.update(va_scores(arrays["va_true"], arrays["va"]))
+        scores["score"] = float(sum(scores[v] for v in TASK_SCORE.values() if v in scores))
+        return scores
     y_true = arrays["expr_true"].astype(np.int64)
     y_pred = arrays["expr_probs"].argmax(-1)
     scores = expr_scores(y_true, y_pred, labels.classes)

@@ -415,6 +415,9 @@ def check_same_kind(runs: list[RunKind], names: list[str]) -> None:
 
 def hard_predictions(arrays: dict[str, np.ndarray], au_thresholds=0.5) -> dict[str, np.ndarray]:
     """Submission values: ``va`` clipped to [-1, 1], ``expression`` argmax, ``au`` 0/1."""
+    if "expr_probs" not in arrays:
+        raise RunError("this model predicts no expressions (model.heads leaves EXPR out): "
+                       "it cannot write a challenge submission, which needs every column")
     out = {"expression": arrays["expr_probs"].argmax(-1).astype(np.int64)}
     if "va" in arrays:
         out["va"] = np.clip(arrays["va"].astype(np.float64), -1.0, 1.0)

@@ -260,7 +260,7 @@ def write_results(table: pd.DataFrame, spec: dict, points: list[Point], out_root
         lines.append("| " + " | ".join(cols) + " |")
         lines.append("|" + "---|" * len(cols))
         for _, r in have.iterrows():
-            lines.append("| " + " | ".join(_cell(r.get(c)) for c in cols) + " |")
+            lines.append("| " + " | ".join(_cell(r.get(c), c) for c in cols) + " |")
         lines.append("")
         best = by_point[have.iloc[0]["point"]]
         recipe = _recipe_for(spec, best, target, col, float(have.iloc[0][col]))
@@ -269,12 +269,14 @@ def write_results(table: pd.DataFrame, spec: dict, points: list[Point], out_root
     return paths
 
 
-def _cell(v) -> str:
+def _cell(v, col: str = "") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
-    if isinstance(v, float):
-        return f"{v:.0f}" if abs(v) >= 10 else f"{v:.4f}"  # seconds / scores
-    return str(v)
+    if col == "train_s":
+        return f"{v:.0f}"
+    if col == "best_epoch":
+        return str(int(v))
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 def _recipe_for(spec: dict, point: Point, target: str, col: str, value: float) -> str:
