@@ -18,7 +18,8 @@ from . import losses
 
 @dataclass
 class MTLTask:
-    """EMMA and the single-model multi-task baselines: L = w_au L_AU + w_expr L_EXPR + w_va L_VA.
+    """EMMA and the single-model multi-task baselines: L = w_au L_AU + w_expr L_EXPR + w_va L_VA,
+    over the heads the model has (a model without a VA head has no VA loss).
 
     The weights are applied in training (the ABAW7 public code forgot to).
     """
@@ -30,55 +31,39 @@ class MTLTask:
     label_smoothing: float = 0.0
 
     def __call__(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
-        au = losses.masked_bce(outputs["au_logits"], batch["au"], self.au_pos_weight)
-        expr = losses.masked_ce(outputs["expr_logits"], batch["expression"],
-                                self.label_smoothing)
-        total = self.au_weight * au + self.expr_weight * expr
-        named = {"au_loss": au, "expr_loss": expr}
-        if "va" in outputs:  # a model without VA head has no VA loss
-            named["va_loss"] = va = losses.ccc_loss(outputs["va"], batch["va"])
-            total = total + self.va_weight * va
-        return {**named, "loss": total}
-
-
-@dataclass
-class WindowTask:
-    """Progressive learning's stage 2: the weighted multi-task loss over every real frame of
-    a batch of windows (outputs and labels (B, L, ...); ``batch["valid"]`` (B, L) False at
-    padding, which is dropped before any loss, so CCC is a statistic of real frames only).
-    Only the heads the joint model has are trained (the strategy search's task
-    combinations); a zero weight gives its head no gradient."""
-
-    au_weight: float = 1.0
-    expr_weight: float = 1.0
-    va_weight: float = 1.0
-    au_pos_weight: torch.Tensor | None = None
-    label_smoothing: float = 0.0
-
-    def __call__(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
-        keep = batch["valid"].reshape(-1)
-
-        def frames(x: torch.Tensor) -> torch.Tensor:
-            return x.flatten(0, 1)[keep]
-
         named, total = {}, None
         if "au_logits" in outputs:
-            named["au_loss"] = losses.masked_bce(frames(outputs["au_logits"]),
-                                                 frames(batch["au"]), self.au_pos_weight)
+            named["au_loss"] = losses.masked_bce(outputs["au_logits"], batch["au"],
+                                                 self.au_pos_weight)
             total = self.au_weight * named["au_loss"]
         if "expr_logits" in outputs:
-            named["expr_loss"] = losses.masked_ce(frames(outputs["expr_logits"]),
-                                                  frames(batch["expression"]),
+            named["expr_loss"] = losses.masked_ce(outputs["expr_logits"], batch["expression"],
                                                   self.label_smoothing)
             term = self.expr_weight * named["expr_loss"]
             total = term if total is None else total + term
         if "va" in outputs:
-            named["va_loss"] = losses.ccc_loss(frames(outputs["va"]), frames(batch["va"]))
+            named["va_loss"] = losses.ccc_loss(outputs["va"], batch["va"])
             term = self.va_weight * named["va_loss"]
             total = term if total is None else total + term
         if total is None:
-            raise KeyError(f"WindowTask: no au_logits, expr_logits or va in {sorted(outputs)}")
+            raise KeyError(f"{type(self).__name__}: no au_logits, expr_logits or va in "
+                           f"{sorted(outputs)}")
         return {**named, "loss": total}
+
+
+@dataclass
+class WindowTask(MTLTask):
+    """Progressive learning's stage 2: the same weighted loss over every real frame of a
+    batch of windows (outputs and labels (B, L, ...); ``batch["valid"]`` (B, L) False at
+    padding, which is dropped before any loss, so CCC is a statistic of real frames only).
+    Only the heads the joint model has are trained (the strategy search's task
+    combinations); a zero weight gives its head no gradient."""
+
+    def __call__(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
+        keep = batch["valid"].reshape(-1)
+        frames = {k: batch[k].flatten(0, 1)[keep] for k in ("au", "expression", "va")}
+        return super().__call__({k: v.flatten(0, 1)[keep] for k, v in outputs.items()},
+                                frames)
 
 
 @dataclass

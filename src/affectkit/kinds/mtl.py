@@ -29,9 +29,10 @@ def backbone_of(cfg, img_size: int | None, load_weights: bool):
                            drop_path=m.drop_path)
 
 
-def mtl_task(cfg, train_table=None) -> MTLTask:
+def mtl_task(cfg, train_table=None, task=MTLTask) -> MTLTask:
     """L = w_au L_AU + w_expr L_EXPR + w_va L_VA; AU positives weighted by the train set's
-    negative/positive ratio if ``loss.au_pos_weight``."""
+    negative/positive ratio if ``loss.au_pos_weight``. ``task``: the class (``WindowTask``
+    for windows of frames)."""
     lo = cfg.loss
     pos_weight = None
     if lo.au_pos_weight:
@@ -39,8 +40,8 @@ def mtl_task(cfg, train_table=None) -> MTLTask:
             raise ValueError("loss.au_pos_weight needs the training table")
         pos_weight = au_pos_weight(train_table.au)
         log.info("AU pos_weight: %s", [round(float(w), 2) for w in pos_weight])
-    return MTLTask(au_weight=lo.au_weight, expr_weight=lo.expr_weight, va_weight=lo.va_weight,
-                   au_pos_weight=pos_weight, label_smoothing=lo.label_smoothing)
+    return task(au_weight=lo.au_weight, expr_weight=lo.expr_weight, va_weight=lo.va_weight,
+                au_pos_weight=pos_weight, label_smoothing=lo.label_smoothing)
 
 
 def validate_mtl_heads(cfg, need) -> None:

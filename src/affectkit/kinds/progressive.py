@@ -64,17 +64,9 @@ class ProgressiveKind(ModelKind):
         return ProgressiveModel(joint, backbones)
 
     def build_task(self, cfg, train_table=None):
-        from ..losses import au_pos_weight
+        from .mtl import mtl_task
 
-        lo = cfg.loss
-        pos = None
-        if lo.au_pos_weight:
-            if train_table is None:
-                raise ValueError("loss.au_pos_weight needs the training table")
-            pos = au_pos_weight(train_table.au)
-        return WindowTask(au_weight=lo.au_weight, expr_weight=lo.expr_weight,
-                          va_weight=lo.va_weight, au_pos_weight=pos,
-                          label_smoothing=lo.label_smoothing)
+        return mtl_task(cfg, train_table, WindowTask)
 
     def build_job(self, cfg, tables, device=None):
         from ..engine.progressive import build_job
