@@ -396,3 +396,25 @@ def test_smoothing_within_segments_only():
     values = np.array([0, 0, 0, 9, 9, 9, 5, 5, 5], np.float64)
     out = smooth_per_video(values, t, 5, "box", max_gap=10)
     np.testing.assert_allclose(out, values)
+
+
+def test_features_and_search_commands(temporal, tmp_path, capsys):
+    import yaml
+
+    from affectkit.cli import main
+
+    out = tmp_path / "store"
+    args = ["features", str(temporal["stage1"]), "--data", str(temporal["data"]),
+            "--split", "val", "--out", str(out)]
+    assert main(args) == 0
+    assert "extracted" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "reused" in capsys.readouterr().out  # same model, same frames
+    assert main(["features", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"recipe": "progressive-demo",
+                                    "grid": {"progressive.window": [1, 8]}}))
+    assert main(["search", str(spec), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "2 points" in err and "progressive.window=8" in err
