@@ -80,3 +80,66 @@ def test_bad_image_and_an_empty_frame(mtcnn):
     with pytest.raises(ValueError, match="RGB image"):
         mtcnn.detect(np.zeros((32, 32), np.uint8))
     assert mtcnn.detect(np.full((120, 160, 3), 128, np.uint8)) == []
+
+
+# ----------------------------------------------------------------------------- analyze
+
+
+def _write_video(path, frames, fps=25):
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=fps)
+        s.height, s.width = frames[0].shape[:2]
+        s.pix_fmt = "yuv420p"
+        for img in frames:
+            for packet in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+
+
+def test_analyze_a_real_video_a_photo_and_a_folder_with_bad_files(mtcnn, shared_data,
+                                                                  tmp_path):
+    pytest.importorskip("av")
+    import affectkit
+    from affectkit.cli import main
+
+    clip = shared_data / "afew_va_clip001"
+    marks = json.loads((clip / "001.json").read_text())["frames"]
+    names = sorted(marks)[:24]
+    frames = [np.asarray(Image.open(clip / f"{n}.png").convert("RGB")) for n in names]
+    folder = tmp_path / "media"
+    folder.mkdir()
+    _write_video(folder / "clip.mp4", frames)
+    Image.fromarray(frames[0]).save(folder / "photo.jpg")
+    Image.fromarray(np.full((120, 160, 3), 90, np.uint8)).save(folder / "wall.png")  # no face
+    (folder / "notes.txt").write_text("not media")
+    (folder / "broken.mp4").write_bytes((folder / "clip.mp4").read_bytes()[:300])
+    table = affectkit.analyze(folder, every=3, plots=tmp_path / "plots")
+    assert table.attrs["skipped"] == 1 and [f for f, _ in table.attrs["failed"]] == [
+        str(folder / "broken.mp4")]
+    video = table[table.file == str(folder / "clip.mp4")]
+    assert video.frame.tolist() == list(range(0, 24, 3))  # every 3rd frame, one face each
+    assert (video.face_detected == 1).all() and video.face_id.nunique() == 1
+    assert np.all(np.diff(video.timestamp.to_numpy(float)) > 0)
+    assert video.timestamp.iloc[1] == pytest.approx(3 / 25, abs=1e-3)
+    for _, row in video.iterrows():  # the box sits on the annotated face
+        lm = np.asarray(marks[names[row.frame]]["landmarks"], float)
+        ref = np.concatenate([lm.min(0), lm.max(0)])
+        assert _iou([row.x1, row.y1, row.x2, row.y2], ref) > 0.5
+    probs = video[["neutral", "anger", "disgust", "fear", "happiness", "sadness",
+                   "surprise", "other"]].to_numpy(float)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
+    assert video.valence.isna().all()  # the default model has no VA head
+    assert set(video.AU12_present.unique()) <= {0, 1}
+    wall = table[table.file == str(folder / "wall.png")]
+    assert len(wall) == 1 and wall.face_detected.iloc[0] == 0 and wall.expression.isna().all()
+    assert len(table.attrs["plots"]) == 2 and all(p.is_file() for p in table.attrs["plots"])
+    # the command: a CSV, and a clear error for a missing path
+    out = tmp_path / "photo.csv"
+    assert main(["analyze", str(folder / "photo.jpg"), "--out", str(out)]) == 0
+    import pandas as pd
+
+    assert len(pd.read_csv(out)) == 1
+    assert main(["analyze", str(tmp_path / "nope.mp4")]) == 2

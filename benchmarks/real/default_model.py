@@ -176,6 +176,9 @@ def card_of(entry: dict, command: str) -> dict:
         "architecture": f"{entry['backbone']} ({entry['parameters']:,} parameters)",
         "input": ("a face crop, any size: resized to 48 px and the centre 40 px used "
                   "(trained on 48x48 grayscale faces; colour input works, it is seen as is)"),
+        # how `affectkit analyze` frames a detected face for it (faces.align): FER2013's
+        # crop geometry, in grayscale like its training faces
+        "face_template": "fer48", "grayscale_input": True,
         "expression_classes": [ABAW_EXPR.classes[j] for j in FER2013.mapping_to(ABAW_EXPR)],
         "absent_classes": ["Other (ABAW's 8th class: never a training target; its "
                            "probability stays near 0)"],

@@ -11,3 +11,12 @@ def load_model(name: str = "default", device=None):
     from .engine.inference import load_run
 
     return load_run(zoo.weights(name) if zoo.is_shipped(name) else name, device)
+
+
+def analyze(path, model: str = "default", **kw):
+    """Every face in a photo, a video or a folder of them: a pandas DataFrame with one row
+    per (frame, face) (``engine.analyze.analyze``: columns, ``every``, ``out``, ``plots``).
+    ``model``: a shipped model name or a run folder."""
+    from .engine.analyze import analyze as _analyze
+
+    return _analyze(path, model, **kw)

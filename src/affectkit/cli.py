@@ -309,6 +309,37 @@ def _cmd_features(args) -> int:
     return 0
 
 
+def _cmd_analyze(args) -> int:
+    import logging
+    import time
+
+    from .engine.analyze import analyze
+    from .engine.inference import RunError
+    from .zoo import UnknownModel
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    src = Path(args.path)
+    out = Path(args.out) if args.out else Path(f"{src.stem or 'analysis'}-analysis.csv")
+    t0 = time.perf_counter()
+    try:
+        table = analyze(src, args.model, every=args.every, out=out, plots=args.plots,
+                        min_face=args.min_face, progress=True)
+    except (RunError, UnknownModel, FileNotFoundError, ValueError) as e:
+        return _error(e)
+    took = time.perf_counter() - t0
+    frames = table[["file", "frame"]].drop_duplicates().shape[0] if len(table) else 0
+    faces = int(table["face_detected"].sum()) if len(table) else 0
+    print(f"{out}: {len(table)} rows, {faces} faces in {frames} frames "
+          f"({frames / took:.1f} frames/s)" + (f"; plots in {args.plots}" if args.plots
+                                               else ""))
+    for name, why in table.attrs.get("failed", []):
+        print(f"  unreadable, skipped: {name} ({why})", file=sys.stderr)
+    if table.attrs.get("skipped"):
+        print(f"  {table.attrs['skipped']} file(s) neither image nor video: skipped",
+              file=sys.stderr)
+    return 0 if len(table) else 1  # nothing readable at all
+
+
 def _cmd_search(args) -> int:
     import logging
 
@@ -486,6 +517,21 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--rebuild", action="store_true",
                     help="extract again even when the store is up to date")
     fe.set_defaults(fn=_cmd_features)
+
+    an = sub.add_parser("analyze", help="every face in a photo, a video or a folder of them: "
+                                        "expression, AUs (and VA) per frame and face, as a "
+                                        "table and plots")
+    an.add_argument("path", help="image, video, or a folder of them (recursive)")
+    an.add_argument("--model", default="default",
+                    help="a shipped model ('affectkit models') or a run folder (default: "
+                         "the default model)")
+    an.add_argument("--out", help="table, .csv or .parquet (default: <name>-analysis.csv)")
+    an.add_argument("--plots", help="folder for the plots (expression, VA, AU heat map over "
+                                    "time, one per file and face)")
+    an.add_argument("--every", type=int, default=1, help="analyse every N-th video frame")
+    an.add_argument("--min-face", type=int, default=20,
+                    help="smallest face to find, in pixels (default 20)")
+    an.set_defaults(fn=_cmd_analyze)
 
     se = sub.add_parser("search", help="progressive learning's strategy search: a grid of "
                                        "runs (resumable), ranked by P and by each task, the "

@@ -126,14 +126,15 @@ def write_predictions(path: str | os.PathLike, images, hard: dict[str, np.ndarra
 # ----------------------------------------------------------------------------- figures
 
 
-def _figure(width: float, height: float, ncols: int = 1):
+def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1):
+    """A figure and its axes: a row of ``ncols``, or a column of ``nrows``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, ncols, squeeze=False)[0]
-    return fig, axes
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes[0] if nrows == 1 else axes[:, 0]
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
@@ -290,4 +291,53 @@ def write_report(out_dir: str | os.PathLike, arrays: dict[str, np.ndarray], imag
     if "va" in arrays:
         lines += ["## Valence and arousal", "", "![valence and arousal](va_scatter.png)", ""]
     paths["report.md"] = atomic_write_text(out / "report.md", "\n".join(lines))
+    return paths
+
+
+# ----------------------------------------------------------------------------- analyze
+
+
+def plot_analysis(out_dir: str | os.PathLike, table, expression_columns: list[str],
+                  au_columns: list[str]) -> list[Path]:
+    """Per file and face of an ``analyze`` table: expression probabilities, valence and
+    arousal (when the model has them) over time, and an AU heat map (AU x time). One PNG
+    per (file, face): ``<file stem>-face<id>.png``; x is the timestamp (s) for a video,
+    the frame number otherwise."""
+    out_dir = Path(out_dir)
+    paths = []
+    faces = table[table["face_detected"] == 1]
+    for (file, face), rows in faces.groupby(["file", "face_id"], sort=True):
+        rows = rows.sort_values("frame")
+        t = rows["timestamp"].to_numpy(dtype=float)
+        x, xlabel = (t, "time (s)") if np.isfinite(t).all() else (rows["frame"].to_numpy(),
+                                                                  "frame")
+        has_va = rows["valence"].notna().any()
+        n = 2 + int(has_va)
+        fig, axes = _figure(9, 2.6 * n, nrows=n)
+        ax = axes[0]
+        for c in expression_columns:
+            ax.plot(x, rows[c].to_numpy(dtype=float), label=c, linewidth=1.2)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("probability")
+        ax.set_title(f"{Path(file).name}, face {int(face)}: expression")
+        ax.legend(fontsize=7, ncol=4, loc="upper right")
+        k = 1
+        if has_va:
+            ax = axes[k]
+            ax.plot(x, rows["valence"].to_numpy(dtype=float), label="valence")
+            ax.plot(x, rows["arousal"].to_numpy(dtype=float), label="arousal")
+            ax.set_ylim(-1, 1)
+            ax.axhline(0, color="0.7", linewidth=0.8)
+            ax.set_title("valence / arousal")
+            ax.legend(fontsize=7)
+            k += 1
+        ax = axes[k]
+        heat = rows[au_columns].to_numpy(dtype=float).T
+        ax.imshow(heat, aspect="auto", vmin=0, vmax=1, cmap="viridis", interpolation="nearest",
+                  extent=(float(x[0]), float(x[-1]) if len(x) > 1 else float(x[0]) + 1,
+                          len(au_columns) - 0.5, -0.5))
+        ax.set_yticks(range(len(au_columns)), au_columns, fontsize=7)
+        ax.set_title("AU probability")
+        ax.set_xlabel(xlabel)
+        paths.append(save_figure(fig, out_dir / f"{Path(file).stem}-face{int(face)}.png"))
     return paths

@@ -1,0 +1,269 @@
+"""``affectkit analyze``: every face in photos and videos, one row per (frame, face).
+
+Frames are streamed (a video is never held in memory: PyAV decodes it frame by frame, with
+the container's own timestamps, so variable frame rates stay right); every ``every``-th
+frame is analysed. Faces are found by MTCNN (``faces.mtcnn``), aligned to the model's
+training crops from their five landmarks (``faces.align``), batched through the model, and
+followed across frames by box overlap (``face_id``). A frame with no face gives one row
+with ``face_detected = 0``; an unreadable file is reported by name and the others go on;
+files that are neither images nor videos are skipped and counted.
+
+Columns: ``file``, ``frame``, ``timestamp`` (s; empty for photos), ``face_id``,
+``face_detected``, ``confidence``, the box ``x1 y1 x2 y2``, the landmarks ``lm1_x`` ..
+``lm5_y`` (left eye, right eye, nose, mouth corners), then the model's
+(``data.submission.prediction_table``): ``valence``, ``arousal`` (empty without a VA
+head), one probability per expression, ``expression``, ``AU01``.. and ``AU01_present``..
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data.folders import IMAGE_EXTENSIONS
+from ..data.submission import prediction_table
+from ..faces.align import align_face, box_crop
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg",
+                    ".wmv", ".flv", ".3gp"}
+LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+@dataclass
+class Frame:
+    file: str
+    index: int  # frame number in the file (0 for a photo)
+    timestamp: float | None  # seconds, from the container (None for a photo)
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+
+
+@dataclass
+class Inputs:
+    """What a path holds: the files to analyse, and what was skipped."""
+
+    files: list[Path]
+    skipped: list[Path] = field(default_factory=list)
+
+
+def collect_inputs(path: str | os.PathLike) -> Inputs:
+    """A photo, a video, or a folder of them (recursive, sorted); other files skipped."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    files, skipped = [], []
+    for p in candidates:
+        (files if p.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS else skipped).append(p)
+    if not files:
+        raise FileNotFoundError(f"{path}: no image or video files "
+                                f"({len(skipped)} other file(s) skipped)")
+    return Inputs(files, skipped)
+
+
+def iter_frames(path: Path, every: int = 1) -> Iterator[Frame]:
+    """Every ``every``-th frame of a video (decoded as it streams), or the photo."""
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            yield Frame(str(path), 0, None, np.asarray(im.convert("RGB")))
+        return
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for i, frame in enumerate(container.decode(stream)):
+            if i % every:
+                continue
+            t = float(frame.time) if frame.time is not None else None
+            yield Frame(str(path), i, t, frame.to_ndarray(format="rgb24"))
+
+
+class FaceTracker:
+    """``face_id`` across the frames of one file: a face continues the track whose last box
+    it overlaps most (IoU >= ``min_iou``); tracks unseen for ``max_age`` analysed frames end."""
+
+    def __init__(self, min_iou: float = 0.3, max_age: int = 30):
+        self.min_iou, self.max_age = min_iou, max_age
+        self.tracks: dict[int, tuple[np.ndarray, int]] = {}  # id -> (box, last step)
+        self.next_id, self.step = 0, 0
+
+    @staticmethod
+    def _iou(a: np.ndarray, b: np.ndarray) -> float:
+        ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        inter = ix * iy
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+        return inter / union if union > 0 else 0.0
+
+    def assign(self, boxes: list[np.ndarray]) -> list[int]:
+        self.step += 1
+        self.tracks = {k: v for k, v in self.tracks.items()
+                       if self.step - v[1] <= self.max_age}
+        pairs = sorted(((self._iou(b, t[0]), i, k) for i, b in enumerate(boxes)
+                        for k, t in self.tracks.items()), reverse=True)
+        ids: dict[int, int] = {}
+        used = set()
+        for iou, i, k in pairs:
+            if iou < self.min_iou:
+                break
+            if i not in ids and k not in used:
+                ids[i], _ = k, used.add(k)
+        for i in range(len(boxes)):
+            if i not in ids:
+                ids[i], self.next_id = self.next_id, self.next_id + 1
+            self.tracks[ids[i]] = (boxes[i], self.step)
+        return [ids[i] for i in range(len(boxes))]
+
+
+class Analyzer:
+    """A model (a shipped one by name, or a run) with a face detector, ready to analyse."""
+
+    def __init__(self, model: str = "default", *, device=None, min_face: int = 20,
+                 template: str | None = None, grayscale: bool | None = None,
+                 batch_size: int = 64):
+        from .. import load_model, zoo
+        from ..data.augment import transforms_for
+        from ..faces.mtcnn import MTCNN
+
+        self.run = load_model(model, device)
+        self.detector = MTCNN(min_face=min_face)
+        d = self.run.cfg.data
+        card = zoo.read_card(model) if zoo.is_shipped(model) else {}
+        # the template of the model's training crops: FER-style for shipped models and
+        # runs on CSV / class-folder datasets, the 112 px one for ABAW-layout runs
+        self.template = template or card.get("face_template") or (
+            "arcface112" if d.layout in ("mtl", "per-video", "lsd", "auto") else "fer48")
+        self.grayscale = card.get("grayscale_input", False) if grayscale is None else grayscale
+        self.crop = d.resize if d.eval_crop else d.img_size  # what the eval transform reads
+        self.transform = transforms_for(d)[1]
+        self.batch_size = batch_size
+
+    def crops(self, frame: Frame, faces) -> torch.Tensor:
+        out = []
+        for f in faces:
+            im = (align_face(frame.image, f.landmarks, self.crop, self.template)
+                  if f.landmarks is not None else box_crop(frame.image, f.box, self.crop))
+            if self.grayscale:
+                im = im.convert("L").convert("RGB")
+            out.append(self.transform(torch.from_numpy(np.array(im)).permute(2, 0, 1)))
+        return torch.stack(out)
+
+    @torch.no_grad()
+    def predict(self, crops: torch.Tensor) -> dict[str, np.ndarray]:
+        from ..models.ensemble import member_probabilities
+
+        parts: dict[str, list] = {}
+        for s in range(0, len(crops), self.batch_size):
+            out = member_probabilities(self.run.model(crops[s:s + self.batch_size]
+                                                      .to(self.run.device)))
+            for k, v in out.items():
+                parts.setdefault(k, []).append(v.float().cpu().numpy())
+        return {k: np.concatenate(v) for k, v in parts.items()}
+
+    def analyze_file(self, path: Path, every: int = 1, progress=None) -> pd.DataFrame:
+        """The rows of one photo or video."""
+        tracker = FaceTracker()
+        meta, crops = [], []
+        for frame in iter_frames(path, every):
+            faces = self.detector.detect(frame.image)
+            if not faces:
+                meta.append(_row(frame, None, None))
+            else:
+                ids = tracker.assign([f.box for f in faces])
+                meta.extend(_row(frame, f, k) for f, k in zip(faces, ids))
+                crops.append(self.crops(frame, faces))
+            if progress is not None:
+                progress(1)
+        table = pd.DataFrame(meta)
+        detected = table["face_detected"].to_numpy() == 1
+        if detected.any():
+            arrays = self.predict(torch.cat(crops))
+            preds = prediction_table(["x"] * int(detected.sum()), arrays, self.run.labels,
+                                     self.thresholds).drop(columns="image")
+            full = pd.DataFrame(index=range(len(table)), columns=preds.columns, dtype=object)
+            full.loc[np.flatnonzero(detected)] = preds.to_numpy()
+            table = pd.concat([table, full.infer_objects()], axis=1)
+        return table
+
+    @property
+    def thresholds(self):
+        from .inference import run_thresholds
+
+        found, _ = run_thresholds(self.run)
+        return found if found is not None else 0.5
+
+
+def _row(frame: Frame, face, face_id) -> dict:
+    row = {"file": frame.file, "frame": frame.index, "timestamp": frame.timestamp,
+           "face_id": face_id, "face_detected": int(face is not None),
+           "confidence": face.score if face is not None else np.nan}
+    box = face.box if face is not None else [np.nan] * 4
+    row.update(dict(zip(("x1", "y1", "x2", "y2"), map(float, box))))
+    lm = face.landmarks if face is not None else np.full((5, 2), np.nan)
+    for name, (x, y) in zip(LANDMARKS, lm):
+        row[f"{name}_x"], row[f"{name}_y"] = float(x), float(y)
+    return row
+
+
+def analyze(path: str | os.PathLike, model: str = "default", *, every: int = 1,
+            out: str | os.PathLike | None = None, plots: str | os.PathLike | None = None,
+            device=None, min_face: int = 20, progress: bool = False,
+            analyzer: Analyzer | None = None) -> pd.DataFrame:
+    """Every face in a photo, a video or a folder of them -> a DataFrame (module docstring
+    for the columns); with ``out`` also written (.csv or .parquet, atomically; an
+    interrupted run writes the rows it has), with ``plots`` a PNG per file and face
+    (``report.plot_analysis``). Unreadable files are logged by name and listed in
+    ``DataFrame.attrs["failed"]``; skipped non-media files counted in
+    ``attrs["skipped"]``."""
+    from ..data.submission import write_prediction_table
+
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    inputs = collect_inputs(path)
+    if inputs.skipped:
+        log.info("%s: %d file(s) that are neither images nor videos skipped", path,
+                 len(inputs.skipped))
+    an = analyzer or Analyzer(model, device=device, min_face=min_face)
+    tables, failed = [], []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(unit="frame", desc="analyze", disable=None)
+    try:
+        for f in inputs.files:
+            try:
+                tables.append(an.analyze_file(f, every,
+                                              bar.update if bar is not None else None))
+            except Exception as e:  # a broken file is reported; the others go on
+                if isinstance(e, (KeyboardInterrupt, MemoryError)):
+                    raise
+                log.warning("%s: cannot be read (%s): skipped", f, e)
+                failed.append((str(f), str(e)))
+    finally:
+        if bar is not None:
+            bar.close()
+        table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+        table.attrs.update(failed=failed, skipped=len(inputs.skipped))
+        if out is not None and len(table):
+            write_prediction_table(out, table)
+    if plots is not None and len(table) and "expression" in table:
+        from ..data.submission import au_column
+        from ..labels import ABAW_AU
+        from ..report import plot_analysis
+
+        aus = [au_column(a) for a in ABAW_AU.classes if au_column(a) in table]
+        table.attrs["plots"] = plot_analysis(
+            plots, table, [c.lower() for c in an.run.labels.classes], aus)
+    return table
