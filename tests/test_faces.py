@@ -136,6 +136,15 @@ def test_analyze_a_real_video_a_photo_and_a_folder_with_bad_files(mtcnn, shared_
     wall = table[table.file == str(folder / "wall.png")]
     assert len(wall) == 1 and wall.face_detected.iloc[0] == 0 and wall.expression.isna().all()
     assert len(table.attrs["plots"]) == 2 and all(p.is_file() for p in table.attrs["plots"])
+    # a face track smoothed over time: the same rows, calmer probabilities
+    smooth = affectkit.analyze(folder / "clip.mp4", every=3, smoothing="box", width=3)
+    cols = ["surprise", "fear", "AU01", "AU25"]
+    raw = video[cols].to_numpy(float)
+    calm = smooth[cols].to_numpy(float)
+    assert len(smooth) == len(video)
+    assert np.abs(np.diff(calm, axis=0)).sum() < np.abs(np.diff(raw, axis=0)).sum()
+    with pytest.raises(ValueError, match="odd"):
+        affectkit.analyze(folder / "photo.jpg", smoothing="box", width=4)
     # the command: a CSV, and a clear error for a missing path
     out = tmp_path / "photo.csv"
     assert main(["analyze", str(folder / "photo.jpg"), "--out", str(out)]) == 0
@@ -143,3 +152,33 @@ def test_analyze_a_real_video_a_photo_and_a_folder_with_bad_files(mtcnn, shared_
 
     assert len(pd.read_csv(out)) == 1
     assert main(["analyze", str(tmp_path / "nope.mp4")]) == 2
+
+
+def test_onnx_export_matches_torch_and_analyze_runs_on_it(mtcnn, shared_data, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import torch
+
+    import affectkit
+    from affectkit.cli import main
+    from affectkit.engine.export import OnnxModel
+
+    out = tmp_path / "default.onnx"
+    assert main(["export", "default", "--out", str(out)]) == 0
+    onnx = OnnxModel(out)
+    run = affectkit.load_model("default", "cpu")
+    x = torch.randn(5, 3, run.cfg.data.img_size, run.cfg.data.img_size)
+    with torch.no_grad():
+        ref = run.model(x)
+    got = onnx(x)
+    assert set(got) == {"expr_logits", "au_logits"}  # no VA head, no VA output
+    for k, v in got.items():
+        torch.testing.assert_close(v, ref[k], atol=1e-4, rtol=1e-4)
+    assert onnx.face == {"face_template": "fer48", "grayscale_input": True}
+    photo = shared_data / "afew_va_clip001" / "00000.png"
+    a = affectkit.analyze(photo)
+    b = affectkit.analyze(photo, model=str(out))
+    cols = ["surprise", "AU01", "AU12", "x1"]
+    np.testing.assert_allclose(a[cols].to_numpy(float), b[cols].to_numpy(float), atol=1e-4)
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    assert main(["analyze", str(photo), "--model", str(tmp_path / "bad.onnx")]) == 2

@@ -322,8 +322,10 @@ def _cmd_analyze(args) -> int:
     out = Path(args.out) if args.out else Path(f"{src.stem or 'analysis'}-analysis.csv")
     t0 = time.perf_counter()
     try:
+        mode, _, width = (args.smooth or "none").partition(":")
         table = analyze(src, args.model, every=args.every, out=out, plots=args.plots,
-                        min_face=args.min_face, progress=True)
+                        smoothing=mode, width=int(width or 1), min_face=args.min_face,
+                        engine=args.engine, progress=True)
     except (RunError, UnknownModel, FileNotFoundError, ValueError) as e:
         return _error(e)
     took = time.perf_counter() - t0
@@ -338,6 +340,21 @@ def _cmd_analyze(args) -> int:
         print(f"  {table.attrs['skipped']} file(s) neither image nor video: skipped",
               file=sys.stderr)
     return 0 if len(table) else 1  # nothing readable at all
+
+
+def _cmd_export(args) -> int:
+    from .engine.export import export_onnx
+    from .engine.inference import RunError
+    from .zoo import UnknownModel
+
+    out = Path(args.out) if args.out else Path(f"{Path(args.source).name}.onnx")
+    try:
+        path = export_onnx(args.source, out)
+    except (RunError, UnknownModel) as e:
+        return _error(e)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): input 'image' (N, 3, S, S) "
+          "normalised as the run evaluates; affectkit metadata inside")
+    return 0
 
 
 def _cmd_search(args) -> int:
@@ -531,7 +548,20 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--every", type=int, default=1, help="analyse every N-th video frame")
     an.add_argument("--min-face", type=int, default=20,
                     help="smallest face to find, in pixels (default 20)")
+    an.add_argument("--smooth", metavar="MODE:WIDTH",
+                    help="smooth each face track over time: box, gaussian or median over "
+                         "WIDTH analysed frames (odd), e.g. gaussian:9")
+    an.add_argument("--engine", choices=["torch", "onnx"], default="torch",
+                    help="run the model in PyTorch, or exported under onnxruntime (a "
+                         "--model ending in .onnx always runs under onnxruntime)")
     an.set_defaults(fn=_cmd_analyze)
+
+    ex = sub.add_parser("export", help="a run or shipped model as one ONNX file (dynamic "
+                                       "batch; config, outputs and thresholds inside)")
+    ex.add_argument("source", help="a shipped model name or a run folder / checkpoint")
+    ex.add_argument("--format", choices=["onnx"], default="onnx")
+    ex.add_argument("--out", help="the .onnx file (default: <name>.onnx)")
+    ex.set_defaults(fn=_cmd_export)
 
     se = sub.add_parser("search", help="progressive learning's strategy search: a grid of "
                                        "runs (resumable), ranked by P and by each task, the "

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,27 +129,58 @@ class FaceTracker:
 
 
 class Analyzer:
-    """A model (a shipped one by name, or a run) with a face detector, ready to analyse."""
+    """A model (a shipped one by name, a run, or an exported ``.onnx`` file) with a face
+    detector, ready to analyse. ``engine="onnx"`` runs the model under onnxruntime
+    (exported on the fly when it is not an .onnx file already)."""
 
     def __init__(self, model: str = "default", *, device=None, min_face: int = 20,
                  template: str | None = None, grayscale: bool | None = None,
-                 batch_size: int = 64):
-        from .. import load_model, zoo
+                 batch_size: int = 64, engine: str = "torch"):
+        from .. import zoo
         from ..data.augment import transforms_for
         from ..faces.mtcnn import MTCNN
+        from .build import model_labels
 
-        self.run = load_model(model, device)
+        if engine not in ("torch", "onnx"):
+            raise ValueError(f"engine {engine!r}: 'torch' or 'onnx'")
+        model = str(model)
+        self._tmp = None
+        if model.endswith(".onnx") or engine == "onnx":
+            from .export import OnnxModel, export_onnx
+
+            if not model.endswith(".onnx"):
+                self._tmp = tempfile.TemporaryDirectory()
+                model_path = export_onnx(model, Path(self._tmp.name) / "model.onnx")
+            else:
+                model_path = model
+            onnx = OnnxModel(model_path)
+            self.cfg, self.forward, face = onnx.cfg, onnx, onnx.face
+            self.device = torch.device("cpu")
+            thr = onnx.au_thresholds
+            self.thresholds = thr if thr.ndim else float(thr)
+            self.engine = "onnx"
+        else:
+            from .. import load_model
+            from .inference import run_thresholds
+
+            run = load_model(model, device)
+            self.cfg, self.forward, self.device = run.cfg, run.model, run.device
+            face = zoo.read_card(model) if zoo.is_shipped(model) else {}
+            found, _ = run_thresholds(run)
+            self.thresholds = found if found is not None else 0.5
+            self.engine = "torch"
+        self.labels = model_labels(self.cfg)
         self.detector = MTCNN(min_face=min_face)
-        d = self.run.cfg.data
-        card = zoo.read_card(model) if zoo.is_shipped(model) else {}
-        # the template of the model's training crops: FER-style for shipped models and
-        # runs on CSV / class-folder datasets, the 112 px one for ABAW-layout runs
-        self.template = template or card.get("face_template") or (
+        d = self.cfg.data
+        # the template of the model's training crops: FER-style for the shipped models
+        # and runs on CSV / class-folder datasets, the 112 px one for ABAW-layout runs
+        self.template = template or face.get("face_template") or (
             "arcface112" if d.layout in ("mtl", "per-video", "lsd", "auto") else "fer48")
-        self.grayscale = card.get("grayscale_input", False) if grayscale is None else grayscale
+        self.grayscale = face.get("grayscale_input", False) if grayscale is None else grayscale
         self.crop = d.resize if d.eval_crop else d.img_size  # what the eval transform reads
         self.transform = transforms_for(d)[1]
         self.batch_size = batch_size
+        self.seconds: dict[str, float] = {}  # time per stage, over every file analysed
 
     def crops(self, frame: Frame, faces) -> torch.Tensor:
         out = []
@@ -165,43 +198,60 @@ class Analyzer:
 
         parts: dict[str, list] = {}
         for s in range(0, len(crops), self.batch_size):
-            out = member_probabilities(self.run.model(crops[s:s + self.batch_size]
-                                                      .to(self.run.device)))
+            out = member_probabilities(self.forward(crops[s:s + self.batch_size]
+                                                    .to(self.device)))
             for k, v in out.items():
                 parts.setdefault(k, []).append(v.float().cpu().numpy())
         return {k: np.concatenate(v) for k, v in parts.items()}
 
-    def analyze_file(self, path: Path, every: int = 1, progress=None) -> pd.DataFrame:
-        """The rows of one photo or video."""
+    def analyze_file(self, path: Path, every: int = 1, progress=None,
+                     chunk: int = 256) -> Iterator[pd.DataFrame]:
+        """The rows of one photo or video, ``chunk`` analysed frames at a time (what a
+        killed run has analysed is never lost); the seconds spent per stage (decode,
+        detect, align, model) add up in ``self.seconds``."""
         tracker = FaceTracker()
         meta, crops = [], []
-        for frame in iter_frames(path, every):
-            faces = self.detector.detect(frame.image)
-            if not faces:
-                meta.append(_row(frame, None, None))
-            else:
-                ids = tracker.assign([f.box for f in faces])
-                meta.extend(_row(frame, f, k) for f, k in zip(faces, ids))
-                crops.append(self.crops(frame, faces))
-            if progress is not None:
-                progress(1)
-        table = pd.DataFrame(meta)
+        clock = time.perf_counter
+        frames = iter_frames(path, every)
+        done, held = False, 0
+        while not done:
+            t0 = clock()
+            frame = next(frames, None)
+            t1 = clock()
+            done = frame is None
+            if frame is not None:
+                faces = self.detector.detect(frame.image)
+                t2 = clock()
+                if not faces:
+                    meta.append(_row(frame, None, None))
+                else:
+                    ids = tracker.assign([f.box for f in faces])
+                    meta.extend(_row(frame, f, k) for f, k in zip(faces, ids))
+                    crops.append(self.crops(frame, faces))
+                for k, dt in (("decode", t1 - t0), ("detect", t2 - t1),
+                              ("align", clock() - t2)):
+                    self.seconds[k] = self.seconds.get(k, 0.0) + dt
+                self.seconds["frames"] = self.seconds.get("frames", 0) + 1
+                held += 1
+                if progress is not None:
+                    progress(1)
+            if meta and (done or held >= chunk):
+                yield self._predicted(pd.DataFrame(meta), crops)
+                meta, crops, held = [], [], 0
+
+    def _predicted(self, table: pd.DataFrame, crops: list[torch.Tensor]) -> pd.DataFrame:
+        """``table`` (one row per frame and face) with the model's columns for its faces."""
         detected = table["face_detected"].to_numpy() == 1
         if detected.any():
+            t0 = time.perf_counter()
             arrays = self.predict(torch.cat(crops))
-            preds = prediction_table(["x"] * int(detected.sum()), arrays, self.run.labels,
+            self.seconds["model"] = self.seconds.get("model", 0.0) + time.perf_counter() - t0
+            preds = prediction_table(["x"] * int(detected.sum()), arrays, self.labels,
                                      self.thresholds).drop(columns="image")
             full = pd.DataFrame(index=range(len(table)), columns=preds.columns, dtype=object)
             full.loc[np.flatnonzero(detected)] = preds.to_numpy()
             table = pd.concat([table, full.infer_objects()], axis=1)
         return table
-
-    @property
-    def thresholds(self):
-        from .inference import run_thresholds
-
-        found, _ = run_thresholds(self.run)
-        return found if found is not None else 0.5
 
 
 def _row(frame: Frame, face, face_id) -> dict:
@@ -216,25 +266,63 @@ def _row(frame: Frame, face, face_id) -> dict:
     return row
 
 
+def smooth_tracks(table: pd.DataFrame, an: Analyzer, mode: str, width: int) -> pd.DataFrame:
+    """Each face track's probabilities and VA smoothed over its frames (``smoothing``:
+    box, gaussian or median over ``width`` analysed frames), then its ``expression`` and
+    ``AUxx_present`` decided again from the smoothed values."""
+    from ..data.submission import au_column
+    from ..labels import ABAW_AU
+    from ..metrics import binarize_au
+    from ..smoothing import smooth_sequence
+
+    if mode == "none" or width == 1 or "expression" not in table:
+        return table
+    table = table.copy()
+    classes = [c.lower() for c in an.labels.classes]
+    aus = [au_column(a) for a in ABAW_AU.classes if au_column(a) in table]
+    va = ["valence", "arousal"] if table["valence"].notna().any() else []
+    faces = table[table["face_detected"] == 1]
+    for _, rows in faces.groupby(["file", "face_id"]):
+        idx = rows.sort_values("frame").index
+        for cols in (classes, aus, va):
+            if cols:
+                table.loc[idx, cols] = smooth_sequence(
+                    table.loc[idx, cols].to_numpy(float), width, mode)
+        table.loc[idx, "expression"] = np.asarray(classes)[
+            table.loc[idx, classes].to_numpy(float).argmax(1)]
+        if aus:
+            table.loc[idx, [f"{a}_present" for a in aus]] = binarize_au(
+                table.loc[idx, aus].to_numpy(float), an.thresholds)
+    return table
+
+
 def analyze(path: str | os.PathLike, model: str = "default", *, every: int = 1,
             out: str | os.PathLike | None = None, plots: str | os.PathLike | None = None,
-            device=None, min_face: int = 20, progress: bool = False,
+            smoothing: str = "none", width: int = 1, device=None, min_face: int = 20,
+            engine: str = "torch", progress: bool = False,
             analyzer: Analyzer | None = None) -> pd.DataFrame:
     """Every face in a photo, a video or a folder of them -> a DataFrame (module docstring
     for the columns); with ``out`` also written (.csv or .parquet, atomically; an
     interrupted run writes the rows it has), with ``plots`` a PNG per file and face
     (``report.plot_analysis``). Unreadable files are logged by name and listed in
     ``DataFrame.attrs["failed"]``; skipped non-media files counted in
-    ``attrs["skipped"]``."""
+    ``attrs["skipped"]``. ``smoothing`` / ``width``: each face track smoothed over time
+    (``smooth_tracks``)."""
     from ..data.submission import write_prediction_table
 
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
+    from ..smoothing import MODES
+
+    if smoothing not in MODES:
+        raise ValueError(f"smoothing {smoothing!r}: one of {', '.join(MODES)}")
+    if smoothing != "none" and (width < 1 or width % 2 == 0):
+        raise ValueError(f"smoothing width must be an odd number >= 1, got {width}")
     inputs = collect_inputs(path)
     if inputs.skipped:
         log.info("%s: %d file(s) that are neither images nor videos skipped", path,
                  len(inputs.skipped))
-    an = analyzer or Analyzer(model, device=device, min_face=min_face)
+    an = analyzer or Analyzer(model, device=device, min_face=min_face, engine=engine)
     tables, failed = [], []
     bar = None
     if progress:
@@ -244,8 +332,8 @@ def analyze(path: str | os.PathLike, model: str = "default", *, every: int = 1,
     try:
         for f in inputs.files:
             try:
-                tables.append(an.analyze_file(f, every,
-                                              bar.update if bar is not None else None))
+                for part in an.analyze_file(f, every, bar.update if bar is not None else None):
+                    tables.append(part)
             except Exception as e:  # a broken file is reported; the others go on
                 if isinstance(e, (KeyboardInterrupt, MemoryError)):
                     raise
@@ -255,6 +343,8 @@ def analyze(path: str | os.PathLike, model: str = "default", *, every: int = 1,
         if bar is not None:
             bar.close()
         table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+        if len(table):
+            table = smooth_tracks(table, an, smoothing, width)
         table.attrs.update(failed=failed, skipped=len(inputs.skipped))
         if out is not None and len(table):
             write_prediction_table(out, table)
@@ -265,5 +355,5 @@ def analyze(path: str | os.PathLike, model: str = "default", *, every: int = 1,
 
         aus = [au_column(a) for a in ABAW_AU.classes if au_column(a) in table]
         table.attrs["plots"] = plot_analysis(
-            plots, table, [c.lower() for c in an.run.labels.classes], aus)
+            plots, table, [c.lower() for c in an.labels.classes], aus)
     return table
