@@ -116,7 +116,8 @@ def test_analyze_a_real_video_a_photo_and_a_folder_with_bad_files(mtcnn, shared_
     Image.fromarray(np.full((120, 160, 3), 90, np.uint8)).save(folder / "wall.png")  # no face
     (folder / "notes.txt").write_text("not media")
     (folder / "broken.mp4").write_bytes((folder / "clip.mp4").read_bytes()[:300])
-    table = affectkit.analyze(folder, every=3, plots=tmp_path / "plots")
+    table = affectkit.analyze(folder, every=3, plots=tmp_path / "plots",
+                              annotated=tmp_path / "annotated")
     assert table.attrs["skipped"] == 1 and [f for f, _ in table.attrs["failed"]] == [
         str(folder / "broken.mp4")]
     video = table[table.file == str(folder / "clip.mp4")]
@@ -136,6 +137,14 @@ def test_analyze_a_real_video_a_photo_and_a_folder_with_bad_files(mtcnn, shared_
     wall = table[table.file == str(folder / "wall.png")]
     assert len(wall) == 1 and wall.face_detected.iloc[0] == 0 and wall.expression.isna().all()
     assert len(table.attrs["plots"]) == 2 and all(p.is_file() for p in table.attrs["plots"])
+    import av
+
+    written = {p.name: p for p in table.attrs["annotated"]}
+    assert set(written) == {"clip-annotated.mp4", "photo-annotated.png", "wall-annotated.png"}
+    with av.open(str(written["clip-annotated.mp4"])) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 24  # every frame, boxes held between
+    drawn = np.asarray(Image.open(written["photo-annotated.png"]), np.int16)
+    assert np.abs(drawn - frames[0]).max() > 100  # the box is there
     # a face track smoothed over time: the same rows, calmer probabilities
     smooth = affectkit.analyze(folder / "clip.mp4", every=3, smoothing="box", width=3)
     cols = ["surprise", "fear", "AU01", "AU25"]

@@ -324,7 +324,8 @@ def _cmd_analyze(args) -> int:
     try:
         mode, _, width = (args.smooth or "none").partition(":")
         table = analyze(src, args.model, every=args.every, out=out, plots=args.plots,
-                        smoothing=mode, width=int(width or 1), min_face=args.min_face,
+                        smoothing=mode, width=int(width or 1), annotated=args.annotate,
+                        min_face=args.min_face,
                         engine=args.engine, progress=True)
     except (RunError, UnknownModel, FileNotFoundError, ValueError) as e:
         return _error(e)
@@ -548,6 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--every", type=int, default=1, help="analyse every N-th video frame")
     an.add_argument("--min-face", type=int, default=20,
                     help="smallest face to find, in pixels (default 20)")
+    an.add_argument("--annotate", metavar="DIR",
+                    help="write each photo / video again with boxes, face ids and labels")
     an.add_argument("--smooth", metavar="MODE:WIDTH",
                     help="smooth each face track over time: box, gaussian or median over "
                          "WIDTH analysed frames (odd), e.g. gaussian:9")

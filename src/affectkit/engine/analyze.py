@@ -298,7 +298,8 @@ def smooth_tracks(table: pd.DataFrame, an: Analyzer, mode: str, width: int) -> p
 
 def analyze(path: str | os.PathLike, model: str = "default", *, every: int = 1,
             out: str | os.PathLike | None = None, plots: str | os.PathLike | None = None,
-            smoothing: str = "none", width: int = 1, device=None, min_face: int = 20,
+            smoothing: str = "none", width: int = 1,
+            annotated: str | os.PathLike | None = None, device=None, min_face: int = 20,
             engine: str = "torch", progress: bool = False,
             analyzer: Analyzer | None = None) -> pd.DataFrame:
     """Every face in a photo, a video or a folder of them -> a DataFrame (module docstring
@@ -307,7 +308,8 @@ def analyze(path: str | os.PathLike, model: str = "default", *, every: int = 1,
     (``report.plot_analysis``). Unreadable files are logged by name and listed in
     ``DataFrame.attrs["failed"]``; skipped non-media files counted in
     ``attrs["skipped"]``. ``smoothing`` / ``width``: each face track smoothed over time
-    (``smooth_tracks``)."""
+    (``smooth_tracks``). ``annotated``: a folder for each file again with the boxes and
+    labels drawn (``annotate``)."""
     from ..data.submission import write_prediction_table
 
     if every < 1:
@@ -356,4 +358,70 @@ def analyze(path: str | os.PathLike, model: str = "default", *, every: int = 1,
         aus = [au_column(a) for a in ABAW_AU.classes if au_column(a) in table]
         table.attrs["plots"] = plot_analysis(
             plots, table, [c.lower() for c in an.labels.classes], aus)
+    if annotated is not None and len(table):
+        table.attrs["annotated"] = annotate(table, annotated)
     return table
+
+
+# ----------------------------------------------------------------------------- annotated
+
+
+def _draw(image: np.ndarray, rows: pd.DataFrame):
+    """``image`` with each face's box, ``face_id``, expression and its probability."""
+    from PIL import Image, ImageDraw
+
+    im = Image.fromarray(image)
+    d = ImageDraw.Draw(im)
+    for _, r in rows.iterrows():
+        if r["face_detected"] != 1:
+            continue
+        box = [float(r[k]) for k in ("x1", "y1", "x2", "y2")]
+        d.rectangle(box, outline=(255, 210, 0), width=max(2, im.width // 400))
+        label = f"#{int(r['face_id'])}"
+        if isinstance(r.get("expression"), str):
+            label += f" {r['expression']} {float(r[r['expression']]):.2f}"
+        if pd.notna(r.get("valence")):
+            label += f" V{float(r['valence']):+.2f} A{float(r['arousal']):+.2f}"
+        d.text((box[0], max(0.0, box[1] - 12)), label, fill=(255, 210, 0))
+    return im
+
+
+def annotate(table: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
+    """Each analysed file again with the table's boxes and labels drawn: a photo as
+    ``<stem>-annotated.png``, a video as ``<stem>-annotated.mp4`` at its frame rate (every
+    frame, each showing the latest analysed frame's faces). Written atomically."""
+    from ..io import atomic_write
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for file, rows in table.groupby("file", sort=True):
+        path = Path(file)
+        by_frame = dict(tuple(rows.groupby("frame")))
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            frame = next(iter_frames(path))
+            im = _draw(frame.image, by_frame.get(0, rows.iloc[:0]))
+            paths.append(atomic_write(out_dir / f"{path.stem}-annotated.png",
+                                      lambda f, im=im: im.save(f, format="PNG")))
+            continue
+        import av
+
+        target = out_dir / f"{path.stem}-annotated.mp4"
+        tmp = target.with_name(target.name + ".tmp.mp4")
+        with av.open(str(path)) as src, av.open(str(tmp), "w") as dst:
+            stream = src.streams.video[0]
+            rate = stream.average_rate or 25
+            out = dst.add_stream("mpeg4", rate=rate)
+            out.width, out.height = stream.codec_context.width, stream.codec_context.height
+            out.pix_fmt = "yuv420p"
+            current = rows.iloc[:0]
+            for i, frame in enumerate(src.decode(stream)):
+                current = by_frame.get(i, current)
+                im = _draw(frame.to_ndarray(format="rgb24"), current)
+                for packet in out.encode(av.VideoFrame.from_image(im)):
+                    dst.mux(packet)
+            for packet in out.encode():
+                dst.mux(packet)
+        os.replace(tmp, target)
+        paths.append(target)
+    return paths
