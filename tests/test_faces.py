@@ -34,7 +34,7 @@ def _iou(a, b) -> float:
 def test_the_afew_face_is_found_in_every_frame_where_its_landmarks_are(mtcnn, shared_data):
     clip = shared_data / "afew_va_clip001"
     frames = json.loads((clip / "001.json").read_text())["frames"]
-    for name in sorted(frames)[::3]:
+    for name in sorted(frames):  # all 42 frames
         image = np.asarray(Image.open(clip / f"{name}.png").convert("RGB"))
         faces = mtcnn.detect(image)
         assert len(faces) == 1, name
