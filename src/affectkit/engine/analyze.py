@@ -170,7 +170,7 @@ class Analyzer:
             self.thresholds = found if found is not None else 0.5
             self.engine = "torch"
         self.labels = model_labels(self.cfg)
-        self.detector = MTCNN(min_face=min_face)
+        self.detector = MTCNN(min_face=min_face).to(self.device)
         d = self.cfg.data
         # the template of the model's training crops: FER-style for the shipped models
         # and runs on CSV / class-folder datasets, the 112 px one for ABAW-layout runs

@@ -115,6 +115,7 @@ def weights_dir() -> Path:
 def nms_min(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
     """Greedy suppression by intersection over the *smaller* box (MTCNN's last stage): a
     box mostly inside a better-scoring one is the same face, whatever their IoU."""
+    boxes, scores = boxes.cpu(), scores.cpu()
     order = scores.argsort(descending=True)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     keep = []
@@ -181,7 +182,7 @@ class MTCNN(nn.Module):
     def _crops(self, image: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
         """``size`` x ``size`` crops of ``boxes`` (bilinear, averaged over each output
         pixel's area; outside the image: black, as the original's zero padding)."""
-        rois = torch.cat([torch.zeros(len(boxes), 1), boxes], 1)
+        rois = torch.cat([boxes.new_zeros(len(boxes), 1), boxes], 1)
         return self._normalise(roi_align(image, rois, size, spatial_scale=1.0,
                                          sampling_ratio=-1, aligned=True))
 
@@ -193,7 +194,7 @@ class MTCNN(nn.Module):
             raise ValueError(f"an RGB image, (H, W, 3) or (3, H, W), got shape {tuple(x.shape)}")
         if x.shape[-1] == 3 and x.shape[0] != 3:
             x = x.permute(2, 0, 1)
-        img = x.float().unsqueeze(0)
+        img = x.to(self.pnet.conv1.weight.device).float().unsqueeze(0)
         h, w = img.shape[-2:]
         # stage 1: P-Net over the pyramid
         found = []
@@ -204,7 +205,7 @@ class MTCNN(nn.Module):
             ys, xs = torch.nonzero(prob[0] > self.thresholds[0], as_tuple=True)
             if len(ys) == 0:
                 continue
-            cell = torch.stack([xs, ys, xs, ys], 1).float() * 2 + torch.tensor([0, 0, 12, 12])
+            cell = torch.stack([xs, ys, xs, ys], 1).float() * 2 + img.new_tensor([0, 0, 12, 12])
             boxes = cell / s
             score = prob[0, ys, xs]
             keep = nms(boxes, score, 0.5)
@@ -233,5 +234,6 @@ class MTCNN(nn.Module):
                               boxes[:, 1:2] + wh[:, 1:] * marks[:, 5:]], -1)  # (N, 5, 2)
         boxes = self._regress(boxes, reg)
         keep = nms_min(boxes, score, 0.7)
+        boxes, score, points = boxes.cpu(), score.cpu(), points.cpu()
         return [Detection(boxes[i].numpy(), float(score[i]), points[i].numpy())
                 for i in keep.tolist()]
