@@ -243,6 +243,7 @@ def test_temporal_model_beats_a_per_frame_model(temporal, tmp_path):
     }.items():
         run = train(_stage2(temporal, tmp_path / name, *ov, epochs=30), progress=False)
         scores[name] = max(r["val"]["score"] for r in read_metrics(run))
+    print("temporal vs per-frame P:", scores)
     assert scores["temporal"] > scores["frame"] + 0.1, scores
 
 
