@@ -98,7 +98,7 @@ def run(ctx: Context) -> None:
             epochs = equal_time["epochs"]
         cfg, ov = config(spec, name, epochs)
         log.info("fer2013 %s: training %s (%d images, %d epochs)", name, cfg.recipe,
-                 len(train), p["epochs"])
+                 len(train), cfg.optim.epochs)
         model, info = train_and_load(cfg, ov, train, val, ctx.work / "fer2013" / name)
         t0 = time.perf_counter()
         labels = model_labels(cfg)
