@@ -336,8 +336,10 @@ def fer2013_section(runs: list[dict]) -> list[str]:
         m = next(get(r, "models", n) for r in runs if get(r, "models", n))
         eps = _collect(runs, n, "train", "epochs")
         best = _collect(runs, n, "train", "best_epoch")
+        patch = get(runs[0], "settings", "train", "patch")
+        grid = f", patch {patch}" if patch and m.get("kind") != "cnn" else ""
         lines.append(
-            f"| `{n}` | {m.get('init')} | {m.get('backbone')} @ {m.get('img_size')} | "
+            f"| `{n}` | {m.get('init')} | {m.get('backbone')} @ {m.get('img_size')}{grid} | "
             f"{pct_sd(_collect(runs, n, 'private', 'acc'))} | "
             f"{pct_sd(_collect(runs, n, 'private', 'f1'))} | "
             f"{pct_sd(_collect(runs, n, 'public', 'f1'))} | "
