@@ -360,9 +360,10 @@ def fer2013_section(runs: list[dict]) -> list[str]:
         ref = next((get(r, "models", eq["reference"]) for r in runs
                     if get(r, "models", eq["reference"])), None) or {}
         walls = [get(x, "train", "train_call_wall_s") for x in (m, ref)]
-        wall = (f"; measured training time {walls[0] / 60:.0f} against {walls[1] / 60:.0f} "
-                "min" if all(w for w in walls) and not get(m, "train", "reused_finished_run")
-                else "")
+        wall = (f"; the runs' own wall times, {walls[0] / 60:.0f} against {walls[1] / 60:.0f} "
+                "min, moved with the machine's load while each ran (the interleaved probe is "
+                "the controlled figure)" if all(w for w in walls)
+                and not get(m, "train", "reused_finished_run") else "")
         lines += ["", f"`{n}` trains for the time `{eq['reference']}` spends on "
                       f"{eq['reference_epochs']} epochs: it steps {eq['speed_ratio']:.2f}x as "
                       f"fast (interleaved probe, img/s {eq['probe_img_per_s']}), so "
