@@ -29,18 +29,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from affectkit.faces.align import box_iou
 from affectkit.faces.mtcnn import MTCNN
 from affectkit.io import atomic_write_json
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SIZES = (50, 80, 140, 220)
-
-
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def detectors() -> dict:
@@ -97,9 +91,9 @@ def measure(detect, frames, min_iou: float) -> dict:
         seconds += time.perf_counter() - t0
         n += 1
         total += len(truth)
-        hit = [any(iou(b, t) > min_iou for b in boxes) for t in truth]
+        hit = [any(box_iou(b, t) > min_iou for b in boxes) for t in truth]
         found += sum(hit)
-        false += sum(not any(iou(b, t) > min_iou for t in truth) for b in boxes)
+        false += sum(not any(box_iou(b, t) > min_iou for t in truth) for b in boxes)
     return {"recall": found / total, "faces": total, "false_per_frame": false / n,
             "ms_per_frame": 1000 * seconds / n}
 

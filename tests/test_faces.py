@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from affectkit.faces.align import box_iou
+
 
 @pytest.fixture(scope="module")
 def mtcnn():
@@ -24,13 +26,6 @@ def mtcnn():
     return MTCNN()
 
 
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 def test_the_afew_face_is_found_in_every_frame_where_its_landmarks_are(mtcnn, shared_data):
     clip = shared_data / "afew_va_clip001"
     frames = json.loads((clip / "001.json").read_text())["frames"]
@@ -40,7 +35,7 @@ def test_the_afew_face_is_found_in_every_frame_where_its_landmarks_are(mtcnn, sh
         assert len(faces) == 1, name
         lm = np.asarray(frames[name]["landmarks"], np.float64)  # 68 points (x, y)
         ref = np.concatenate([lm.min(0), lm.max(0)])
-        assert _iou(faces[0].box, ref) > 0.5, (name, faces[0].box, ref)
+        assert box_iou(faces[0].box, ref) > 0.5, (name, faces[0].box, ref)
         eyes = np.stack([lm[36:42].mean(0), lm[42:48].mean(0)])
         width = ref[2] - ref[0]
         err = np.linalg.norm(faces[0].landmarks[:2] - eyes, axis=1)
@@ -64,7 +59,7 @@ def test_real_faces_pasted_at_known_places_are_found(mtcnn, shared_data, size):
             canvas[y:y + size, x:x + size] = face
             truth.append((x, y, x + size, y + size))
         faces = mtcnn.detect(canvas)
-        found += sum(any(_iou(d.box, t) > 0.4 for d in faces) for t in truth)
+        found += sum(any(box_iou(d.box, t) > 0.4 for d in faces) for t in truth)
         assert len(faces) <= len(truth) + 1  # no shower of false positives
     assert found >= len(files) - 1, f"{found}/{len(files)} faces of {size} px found"
 
@@ -128,7 +123,7 @@ def test_analyze_a_real_video_a_photo_and_a_folder_with_bad_files(mtcnn, shared_
     for _, row in video.iterrows():  # the box sits on the annotated face
         lm = np.asarray(marks[names[row.frame]]["landmarks"], float)
         ref = np.concatenate([lm.min(0), lm.max(0)])
-        assert _iou([row.x1, row.y1, row.x2, row.y2], ref) > 0.5
+        assert box_iou([row.x1, row.y1, row.x2, row.y2], ref) > 0.5
     probs = video[["neutral", "anger", "disgust", "fear", "happiness", "sadness",
                    "surprise", "other"]].to_numpy(float)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)

@@ -31,7 +31,7 @@ import torch
 
 from ..data.folders import IMAGE_EXTENSIONS
 from ..data.submission import prediction_table
-from ..faces.align import align_face, box_crop
+from ..faces.align import align_face, box_crop, box_iou
 
 log = logging.getLogger(__name__)
 
@@ -100,19 +100,11 @@ class FaceTracker:
         self.tracks: dict[int, tuple[np.ndarray, int]] = {}  # id -> (box, last step)
         self.next_id, self.step = 0, 0
 
-    @staticmethod
-    def _iou(a: np.ndarray, b: np.ndarray) -> float:
-        ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-        iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-        inter = ix * iy
-        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-        return inter / union if union > 0 else 0.0
-
     def assign(self, boxes: list[np.ndarray]) -> list[int]:
         self.step += 1
         self.tracks = {k: v for k, v in self.tracks.items()
                        if self.step - v[1] <= self.max_age}
-        pairs = sorted(((self._iou(b, t[0]), i, k) for i, b in enumerate(boxes)
+        pairs = sorted(((box_iou(b, t[0]), i, k) for i, b in enumerate(boxes)
                         for k, t in self.tracks.items()), reverse=True)
         ids: dict[int, int] = {}
         used = set()
@@ -120,7 +112,8 @@ class FaceTracker:
             if iou < self.min_iou:
                 break
             if i not in ids and k not in used:
-                ids[i], _ = k, used.add(k)
+                ids[i] = k
+                used.add(k)
         for i in range(len(boxes)):
             if i not in ids:
                 ids[i], self.next_id = self.next_id, self.next_id + 1

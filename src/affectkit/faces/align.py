@@ -72,3 +72,12 @@ def box_crop(image: np.ndarray | Image.Image, box, size: int, margin: float = 0.
     return im.transform((size, size), Image.Transform.EXTENT,
                         (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2),
                         resample=Image.Resampling.BILINEAR)
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two boxes (x1, y1, x2, y2); 0 for empty ones."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
