@@ -290,3 +290,50 @@ def test_bad_files_raise_value_error_naming_them(tmp_path):
     other = nn.Linear(2, 2)
     with pytest.raises(ValueError, match="good.pt does not fit"):
         load_training_checkpoint(good, other)
+
+
+# --- mixed precision on the CPU ---------------------------------------------------------------
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_cpu_only_where_the_cpu_has_it(monkeypatch, caplog, native):
+    """``run.amp: bf16`` autocasts on a CPU with native bf16 (AMX / AVX512-BF16) and falls
+    back to fp32, saying why, on one without (emulated bf16 is many times slower);
+    ``auto`` stays fp32 on any CPU (exact, reproducible numbers)."""
+    from affectkit.config import Config, RunConfig
+    from affectkit.engine import loop
+
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    bf16 = Config(run=RunConfig(amp="bf16"))
+    assert loop.amp_dtype_for(bf16, cpu) == (torch.bfloat16 if native else None)
+    assert ("no native bf16" in caplog.text) is not native
+    assert loop.amp_dtype_for(Config(), cpu) is None
+    assert loop.amp_dtype_for(Config(run=RunConfig(amp="fp16")), cpu) is None
+    assert loop.amp_dtype_for(bf16, torch.device("cuda")) is torch.bfloat16
+
+
+def test_infer_under_bf16_autocast_returns_float32_arrays():
+    """Predictions made under bf16 autocast come back as float32 numpy arrays (numpy has no
+    bf16), close to the fp32 ones."""
+    from affectkit.engine.evaluation import infer
+
+    class Images(torch.utils.data.Dataset):
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            g = torch.Generator().manual_seed(i)
+            return {"image": torch.randn(3, 16, 16, generator=g), "index": i}
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 4))
+
+    def collect(outputs, batch):
+        return {"logits": outputs}
+
+    exact = infer(model, Images(), collect, batch_size=4)
+    mixed = infer(model, Images(), collect, batch_size=4, amp_dtype=torch.bfloat16)
+    assert mixed["logits"].dtype == np.float32
+    np.testing.assert_allclose(mixed["logits"], exact["logits"], atol=0.05)
+    assert mixed["index"].tolist() == list(range(10))

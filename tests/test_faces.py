@@ -80,6 +80,29 @@ def test_bad_image_and_an_empty_frame(mtcnn):
 # ----------------------------------------------------------------------------- analyze
 
 
+def test_refine_follows_the_afew_face_from_the_previous_frame(mtcnn, shared_data):
+    """MTCNN's last two stages on the previous frame's box find the face of this frame
+    (the full detector's box, the annotated eyes), frame after frame; on a faceless image
+    the same box gives nothing."""
+    clip = shared_data / "afew_va_clip001"
+    frames = json.loads((clip / "001.json").read_text())["frames"]
+    names = sorted(frames)
+    previous = mtcnn.detect(np.asarray(Image.open(clip / f"{names[0]}.png").convert("RGB")))
+    for name in names[1:]:
+        image = np.asarray(Image.open(clip / f"{name}.png").convert("RGB"))
+        faces = mtcnn.refine(image, [f.box for f in previous])
+        assert len(faces) == 1, name
+        assert box_iou(faces[0].box, mtcnn.detect(image)[0].box) > 0.7, name
+        lm = np.asarray(frames[name]["landmarks"], np.float64)  # 68 points (x, y)
+        ref = np.concatenate([lm.min(0), lm.max(0)])
+        eyes = np.stack([lm[36:42].mean(0), lm[42:48].mean(0)])
+        err = np.linalg.norm(faces[0].landmarks[:2] - eyes, axis=1)
+        assert (err < 0.2 * (ref[2] - ref[0])).all(), (name, err)  # as the full detector
+        previous = faces
+    assert mtcnn.refine(np.full((576, 720, 3), 90, np.uint8), [previous[0].box]) == []
+    assert mtcnn.refine(image, np.zeros((0, 4))) == []
+
+
 def _write_video(path, frames, fps=25):
     import av
 
@@ -147,6 +170,19 @@ def test_analyze_a_real_video_a_photo_and_a_folder_with_bad_files(mtcnn, shared_
     calm = smooth[cols].to_numpy(float)
     assert len(smooth) == len(video)
     assert np.abs(np.diff(calm, axis=0)).sum() < np.abs(np.diff(raw, axis=0)).sum()
+    # full detection on every 4th analysed frame, the face refined in between: the same
+    # face in every frame, the box on the annotated one
+    tracked = affectkit.analyze(folder / "clip.mp4", detect_every=4)
+    full = affectkit.analyze(folder / "clip.mp4")
+    assert len(tracked) == 24 and tracked.face_id.nunique() == 1
+    # MPEG-4 blurs one frame past the detector; tracking finds at least as many
+    assert tracked.face_detected.sum() >= full.face_detected.sum() >= 23
+    for _, row in tracked[tracked.face_detected == 1].iterrows():
+        lm = np.asarray(marks[names[row.frame]]["landmarks"], float)
+        ref = np.concatenate([lm.min(0), lm.max(0)])
+        assert box_iou([row.x1, row.y1, row.x2, row.y2], ref) > 0.5
+    with pytest.raises(ValueError, match="detect_every"):
+        affectkit.analyze(folder / "photo.jpg", detect_every=0)
     with pytest.raises(ValueError, match="odd"):
         affectkit.analyze(folder / "photo.jpg", smoothing="box", width=4)
     # the command: a CSV, and a clear error for a missing path
@@ -186,3 +222,42 @@ def test_onnx_export_matches_torch_and_analyze_runs_on_it(mtcnn, shared_data, tm
     np.testing.assert_allclose(a[cols].to_numpy(float), b[cols].to_numpy(float), atol=1e-4)
     (tmp_path / "bad.onnx").write_bytes(b"not onnx")
     assert main(["analyze", str(photo), "--model", str(tmp_path / "bad.onnx")]) == 2
+
+
+def test_annotated_video_keeps_its_sound(tmp_path):
+    """``--annotate`` writes a video with the source's sound (re-encoded as AAC, from an
+    MP2 track in an AVI here) and every video frame."""
+    av = pytest.importorskip("av")
+    import pandas as pd
+
+    from affectkit.engine.analyze import annotate
+
+    src, sr, fps, n = tmp_path / "talk.avi", 16000, 25, 25
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("mpeg4", rate=fps)
+        v.width, v.height, v.pix_fmt = 160, 120, "yuv420p"
+        a = c.add_stream("mp2", rate=sr)
+        a.layout = "mono"
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), 9 * i, np.uint8),
+                                               format="rgb24")
+            for p in v.encode(frame):
+                c.mux(p)
+        t = np.arange(sr * n // fps) / sr
+        pcm = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)
+        for s in range(0, len(pcm), 1024):
+            f = av.AudioFrame.from_ndarray(pcm[None, s:s + 1024], format="s16", layout="mono")
+            f.sample_rate, f.pts = sr, s
+            for p in a.encode(f):
+                c.mux(p)
+        for stream in (v, a):
+            for p in stream.encode():
+                c.mux(p)
+    table = pd.DataFrame({"file": [str(src)], "frame": [0], "face_detected": [0]})
+    out, = annotate(table, tmp_path / "out")
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == n
+    with av.open(str(out)) as c:
+        assert c.streams.audio[0].codec_context.name == "aac"
+        seconds = sum(f.samples for f in c.decode(audio=0)) / c.streams.audio[0].sample_rate
+    assert seconds == pytest.approx(n / fps, abs=0.1)

@@ -380,6 +380,9 @@ def test_search_spec_errors_name_the_file_and_key(tmp_path):
     spec.write_text("recipe: progressive-demo\ngrid:\n  progressive.windw: [1, 2]\n")
     with pytest.raises(ConfigError, match="windw"):
         run_search(spec, note=lambda m: None)
+    spec.write_text("recipe: progressive-demo\ngrid:\n  progressive.window: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml, line 4, column 1: invalid YAML"):
+        run_search(spec, note=lambda m: None)
 
 
 def test_smoothing_within_segments_only():

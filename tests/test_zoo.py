@@ -290,3 +290,15 @@ def test_the_shipped_default_model_beats_chance_on_real_faces(shared_data):
     ck = ck.subset(keep[::3]).with_expr_labels(run.labels)
     arrays, table = predict_table(run, ck, batch_size=100)
     assert (arrays["expr_probs"].argmax(1) == table.expression).mean() > 0.5
+
+
+def test_a_corrupt_card_names_the_file_and_line(tmp_path, monkeypatch):
+    from affectkit import zoo
+
+    folder = tmp_path / "broken-model"
+    folder.mkdir()
+    (folder / zoo.WEIGHTS).write_bytes(b"")
+    (folder / zoo.CARD).write_text('{\n  "name": "broken-model",\n  "summary": oops\n}\n')
+    monkeypatch.setattr(zoo, "ZOO", tmp_path)
+    with pytest.raises(ValueError, match=r"card\.json, line 3, column 14: not valid JSON"):
+        zoo.read_card("broken-model")

@@ -325,7 +325,7 @@ def _cmd_analyze(args) -> int:
         mode, _, width = (args.smooth or "none").partition(":")
         table = analyze(src, args.model, every=args.every, out=out, plots=args.plots,
                         smoothing=mode, width=int(width or 1), annotated=args.annotate,
-                        min_face=args.min_face,
+                        min_face=args.min_face, detect_every=args.detect_every,
                         engine=args.engine, progress=True)
     except (RunError, UnknownModel, FileNotFoundError, ValueError) as e:
         return _error(e)
@@ -549,6 +549,10 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--every", type=int, default=1, help="analyse every N-th video frame")
     an.add_argument("--min-face", type=int, default=20,
                     help="smallest face to find, in pixels (default 20)")
+    an.add_argument("--detect-every", type=int, default=1, metavar="N",
+                    help="videos: full face detection on every N-th analysed frame, the "
+                         "previous faces refined in between (much faster; a new face is "
+                         "found at the next full detection)")
     an.add_argument("--annotate", metavar="DIR",
                     help="write each photo / video again with boxes, face ids and labels")
     an.add_argument("--smooth", metavar="MODE:WIDTH",

@@ -253,6 +253,15 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
+def yaml_error(path, e: yaml.YAMLError) -> ConfigError:
+    """A YAML syntax error as ``FILE, line L, column C: what`` (PyYAML's own message
+    names the text as "<unicode string>")."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+    what = " ".join(x for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x)
+    return ConfigError(f"{where}: invalid YAML: {what or e}")
+
+
 def parse_value(text: str) -> Any:
     """An override value as YAML (``1e-3`` -> float, ``false`` -> bool, ``null`` -> None)."""
     return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: safe
@@ -272,7 +281,7 @@ def _read_yaml(path: Path) -> tuple[dict, dict[str, str]]:
         finally:
             loader.dispose()
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        raise yaml_error(path, e) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

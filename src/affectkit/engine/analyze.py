@@ -4,7 +4,12 @@ Frames are streamed (a video is never held in memory: PyAV decodes it frame by f
 the container's own timestamps, so variable frame rates stay right); every ``every``-th
 frame is analysed. Faces are found by MTCNN (``faces.mtcnn``), aligned to the model's
 training crops from their five landmarks (``faces.align``), batched through the model, and
-followed across frames by box overlap (``face_id``). A frame with no face gives one row
+followed across frames by box overlap (``face_id``). In a video, ``detect_every=N`` runs
+the full detector on every N-th analysed frame only and, in between, MTCNN's last two
+stages on the previous frame's faces (``MTCNN.refine``): most of the detector's cost is
+the first stage's image pyramid, so this is the speed lever for long videos; a frame
+where a face is lost, or one without faces, gets a full detection at once, a new face
+waits for the next one. A frame with no face gives one row
 with ``face_detected = 0``; an unreadable file is reported by name and the others go on;
 files that are neither images nor videos are skipped and counted.
 
@@ -128,7 +133,7 @@ class Analyzer:
 
     def __init__(self, model: str = "default", *, device=None, min_face: int = 20,
                  template: str | None = None, grayscale: bool | None = None,
-                 batch_size: int = 64, engine: str = "torch"):
+                 batch_size: int = 64, engine: str = "torch", detect_every: int = 1):
         from .. import zoo
         from ..data.augment import transforms_for
         from ..faces.mtcnn import MTCNN
@@ -136,6 +141,9 @@ class Analyzer:
 
         if engine not in ("torch", "onnx"):
             raise ValueError(f"engine {engine!r}: 'torch' or 'onnx'")
+        if detect_every < 1:
+            raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+        self.detect_every = detect_every
         model = str(model)
         self._tmp = None
         if model.endswith(".onnx") or engine == "onnx":
@@ -206,14 +214,21 @@ class Analyzer:
         meta, crops = [], []
         clock = time.perf_counter
         frames = iter_frames(path, every)
-        done, held = False, 0
+        done, held, analysed, previous = False, 0, 0, []
         while not done:
             t0 = clock()
             frame = next(frames, None)
             t1 = clock()
             done = frame is None
             if frame is not None:
-                faces = self.detector.detect(frame.image)
+                faces = None
+                if previous and analysed % self.detect_every:
+                    faces = self.detector.refine(frame.image, [f.box for f in previous])
+                    if len(faces) < len(previous):  # a face lost: look everywhere at once
+                        faces = None
+                if faces is None:
+                    faces = self.detector.detect(frame.image)
+                analysed, previous = analysed + 1, faces
                 t2 = clock()
                 if not faces:
                     meta.append(_row(frame, None, None))
@@ -293,7 +308,7 @@ def analyze(path: str | os.PathLike, model: str = "default", *, every: int = 1,
             out: str | os.PathLike | None = None, plots: str | os.PathLike | None = None,
             smoothing: str = "none", width: int = 1,
             annotated: str | os.PathLike | None = None, device=None, min_face: int = 20,
-            engine: str = "torch", progress: bool = False,
+            engine: str = "torch", detect_every: int = 1, progress: bool = False,
             analyzer: Analyzer | None = None) -> pd.DataFrame:
     """Every face in a photo, a video or a folder of them -> a DataFrame (module docstring
     for the columns); with ``out`` also written (.csv or .parquet, atomically; an
@@ -302,7 +317,8 @@ def analyze(path: str | os.PathLike, model: str = "default", *, every: int = 1,
     ``DataFrame.attrs["failed"]``; skipped non-media files counted in
     ``attrs["skipped"]``. ``smoothing`` / ``width``: each face track smoothed over time
     (``smooth_tracks``). ``annotated``: a folder for each file again with the boxes and
-    labels drawn (``annotate``)."""
+    labels drawn (``annotate``). ``detect_every``: full face detection on every N-th
+    analysed video frame, the previous faces refined in between (module docstring)."""
     from ..data.submission import write_prediction_table
 
     if every < 1:
@@ -317,7 +333,8 @@ def analyze(path: str | os.PathLike, model: str = "default", *, every: int = 1,
     if inputs.skipped:
         log.info("%s: %d file(s) that are neither images nor videos skipped", path,
                  len(inputs.skipped))
-    an = analyzer or Analyzer(model, device=device, min_face=min_face, engine=engine)
+    an = analyzer or Analyzer(model, device=device, min_face=min_face, engine=engine,
+                              detect_every=detect_every)
     tables, failed = [], []
     bar = None
     if progress:
@@ -382,7 +399,8 @@ def _draw(image: np.ndarray, rows: pd.DataFrame):
 def annotate(table: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
     """Each analysed file again with the table's boxes and labels drawn: a photo as
     ``<stem>-annotated.png``, a video as ``<stem>-annotated.mp4`` at its frame rate (every
-    frame, each showing the latest analysed frame's faces). Written atomically."""
+    frame, each showing the latest analysed frame's faces) with its sound. Written
+    atomically."""
     from ..io import atomic_write
 
     out_dir = Path(out_dir)
@@ -407,14 +425,29 @@ def annotate(table: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
             out = dst.add_stream("mpeg4", rate=rate)
             out.width, out.height = stream.codec_context.width, stream.codec_context.height
             out.pix_fmt = "yuv420p"
+            # the sound goes along, re-encoded as AAC (MP4 takes few of the codecs a source
+            # may carry); frame times are the encoder's own, continuous from the start
+            sound = src.streams.audio[0] if src.streams.audio else None
+            if sound is not None:
+                sound_out = dst.add_stream("aac", rate=sound.codec_context.sample_rate)
+                sound_out.layout = sound.codec_context.layout
             current = rows.iloc[:0]
-            for i, frame in enumerate(src.decode(stream)):
-                current = by_frame.get(i, current)
-                im = _draw(frame.to_ndarray(format="rgb24"), current)
-                for packet in out.encode(av.VideoFrame.from_image(im)):
-                    dst.mux(packet)
-            for packet in out.encode():
-                dst.mux(packet)
+            i = 0
+            for packet in src.demux(*([stream] + ([sound] if sound is not None else []))):
+                for frame in packet.decode():
+                    if packet.stream is stream:
+                        current = by_frame.get(i, current)
+                        encoded = out.encode(av.VideoFrame.from_image(
+                            _draw(frame.to_ndarray(format="rgb24"), current)))
+                        i += 1
+                    else:
+                        frame.pts = None
+                        encoded = sound_out.encode(frame)
+                    for p in encoded:
+                        dst.mux(p)
+            for s in [out] + ([sound_out] if sound is not None else []):
+                for p in s.encode():
+                    dst.mux(p)
         os.replace(tmp, target)
         paths.append(target)
     return paths

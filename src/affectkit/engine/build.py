@@ -104,9 +104,11 @@ def pick_split(tables: dict, split: str, root, key: str) -> FaceTable:
     return table
 
 
-def _relabel(t: FaceTable, target: LabelSet) -> FaceTable:
+def relabel(t: FaceTable, target: LabelSet) -> FaceTable:
+    """``t`` in the model's label sets: expressions by class name into ``target`` (absent
+    classes become -1), AUs into ABAW's 12."""
     if t.expr_labels.name != target.name:
-        t = t.with_expr_labels(target)  # by class name; absent classes become -1
+        t = t.with_expr_labels(target)
     return t if t.au_labels.name == ABAW_AU.name else t.with_au_labels(ABAW_AU)
 
 
@@ -153,15 +155,15 @@ def open_splits(cfg: Config) -> tuple[FaceTable, FaceTable]:
     train = pick_split(tables, d.train_split, d.root, "data.train_split")
     val = pick_split(tables, d.val_split, d.root, "data.val_split")
     target = model_labels(cfg)
-    train, val = _relabel(train, target), _relabel(val, target)
+    train, val = relabel(train, target), relabel(val, target)
     if not d.extra:
         return train, val
     trains, vals = [train], [val]
     for i, x in enumerate(d.extra):
         t, v = extra_splits(x, d.root, i)
-        trains.append(_relabel(t, target))
+        trains.append(relabel(t, target))
         if len(v):
-            vals.append(_relabel(v, target))
+            vals.append(relabel(v, target))
     return FaceTable.concat(trains), FaceTable.concat(vals) if len(vals) > 1 else val
 
 

@@ -44,6 +44,12 @@ def collect_predictions(outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
     return out
 
 
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    """A tensor as numpy; bf16 / fp16 (mixed precision outputs) as float32."""
+    t = t.detach().cpu()
+    return (t.float() if t.dtype in (torch.bfloat16, torch.float16) else t).numpy()
+
+
 @torch.no_grad()
 def infer(model: torch.nn.Module, dataset: Dataset,
           collect: Callable[[dict, dict], dict] = collect_predictions, *, batch_size: int = 64,
@@ -73,7 +79,7 @@ def infer(model: torch.nn.Module, dataset: Dataset,
             ctx = torch.autocast(device.type, amp_dtype) if amp_dtype else nullcontext()
             with ctx:
                 outputs = forward(model, batch) if forward else model(batch["image"])
-            arrays = {k: v.detach().cpu().numpy() for k, v in collect(outputs, batch).items()}
+            arrays = {k: _numpy(v) for k, v in collect(outputs, batch).items()}
             arrays["index"] = batch["index"].cpu().numpy()
             for k, v in arrays.items():
                 parts.setdefault(k, []).append(v)
@@ -90,40 +96,46 @@ def infer(model: torch.nn.Module, dataset: Dataset,
     return {k: v[order] for k, v in merged.items()}
 
 
+TASK_SCORE = {"au": "au_f1", "expr": "expr_f1", "va": "va"}  # each task's official score
+
+
+def task_scores(pred: dict[str, np.ndarray], truth: dict[str, np.ndarray], labels: LabelSet,
+                au_thresholds: float | np.ndarray = 0.5) -> dict:
+    """The scores of the tasks ``pred`` has (``expr_probs``, ``au_probs``, ``va``) against
+    ``truth`` (``expr``, ``au``, ``va``): EXPR macro F1 over ``labels``, AU mean F1 at
+    ``au_thresholds`` (on probabilities), VA CCC; and ``p``, the sum of the three tasks'
+    official scores that are there (ABAW's P_MTL when all are)."""
+    scores: dict = {}
+    if "expr_probs" in pred:
+        scores.update(expr_scores(np.asarray(truth["expr"]).astype(np.int64),
+                                  pred["expr_probs"].argmax(-1), labels.classes))
+    if "au_probs" in pred:
+        scores.update(au_scores(np.asarray(truth["au"]).astype(np.int64),
+                                binarize_au(pred["au_probs"], au_thresholds), ABAW_AU.classes))
+    if "va" in pred:
+        scores.update(va_scores(truth["va"], pred["va"]))
+    scores["p"] = float(sum(scores[k] for k in TASK_SCORE.values() if k in scores))
+    return scores
+
+
 def score_predictions(arrays: dict[str, np.ndarray], labels: LabelSet,
                       au_thresholds: float | np.ndarray = 0.5) -> dict:
     """The official scores of ``infer`` output. Multi-task: VA CCC, EXPR macro F1 over
     ``labels``, AU mean F1 at ``au_thresholds`` (on probabilities) and ``p_mtl``.
-    Expression only: macro F1 and, for LSD's 6 classes, ``p_lsd``. ``score`` is the
-    task's official number."""
-    if "expr_probs" not in arrays:  # a progressive task combination without EXPR
-        from .progressive import TASK_SCORE
-
-        scores = {}
-        if "au_probs" in arrays:
-            scores.update(au_scores(arrays["au_true"].astype(np.int64),
-                                    binarize_au(arrays["au_probs"], au_thresholds),
-                                    ABAW_AU.classes))
-        if "va" in arrays:
-            scores.update(va_scores(arrays["va_true"], arrays["va"]))
-        scores["score"] = float(sum(scores[v] for v in TASK_SCORE.values() if v in scores))
-        return scores
-    y_true = arrays["expr_true"].astype(np.int64)
-    y_pred = arrays["expr_probs"].argmax(-1)
-    scores = expr_scores(y_true, y_pred, labels.classes)
-    if "au_probs" not in arrays:
-        if labels.name == "lsd":
-            scores["p_lsd"] = p_lsd(y_true, y_pred, len(labels))
-            scores["score"] = scores["p_lsd"]
-        else:
-            scores["score"] = scores["expr_f1"]
-        return scores
-    au_pred = binarize_au(arrays["au_probs"], au_thresholds)
-    scores.update(au_scores(arrays["au_true"].astype(np.int64), au_pred, ABAW_AU.classes))
-    if "va" not in arrays:  # a model without VA head: EXPR F1 + AU F1
-        scores["score"] = scores["expr_f1"] + scores["au_f1"]
-        return scores
-    scores.update(va_scores(arrays["va_true"], arrays["va"]))
-    scores["p_mtl"] = p_mtl(scores)
-    scores["score"] = scores["p_mtl"]
+    Expression only: macro F1 and, for LSD's 6 classes, ``p_lsd``. Other task
+    combinations (progressive heads, a model without VA): the sum of their scores.
+    ``score`` is the task's official number."""
+    truth = {k: arrays[f"{k}_true"] for k in TASK_SCORE if f"{k}_true" in arrays}
+    scores = task_scores(arrays, truth, labels, au_thresholds)
+    total = scores.pop("p")
+    tasks = [k for k in ("expr_probs", "au_probs", "va") if k in arrays]
+    if tasks == ["expr_probs"] and labels.name == "lsd":
+        scores["p_lsd"] = p_lsd(truth["expr"].astype(np.int64),
+                                arrays["expr_probs"].argmax(-1), len(labels))
+        scores["score"] = scores["p_lsd"]
+    elif len(tasks) == 3:
+        scores["p_mtl"] = p_mtl(scores)
+        scores["score"] = scores["p_mtl"]
+    else:
+        scores["score"] = total
     return scores

@@ -44,7 +44,7 @@ from ..models.checkpoint import _strip_ddp, _torch_load
 from ..models.ensemble import average_members
 from ..models.tta import TestTimeAugment
 from . import dist
-from .build import build_model, model_labels, open_splits, pick_split
+from .build import build_model, model_labels, open_splits, pick_split, relabel
 from .evaluation import collect_predictions, infer
 
 log = logging.getLogger(__name__)
@@ -329,10 +329,7 @@ def open_table(cfg: Config, data: str | os.PathLike | None = None, *, layout: st
     else:
         table = pick_split(tables, want, root, "--split")
         name = next(n for n, t in tables.items() if t is table)
-    target = model_labels(cfg)
-    if table.expr_labels.name != target.name:
-        table = table.with_expr_labels(target)  # by class name; absent classes become -1
-    return EvalData(table, name, root)
+    return EvalData(relabel(table, model_labels(cfg)), name, root)
 
 
 def check_images(data: EvalData) -> None:

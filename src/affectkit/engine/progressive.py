@@ -32,10 +32,10 @@ from ..data.dataset import FaceDataset
 from ..data.table import FaceTable
 from ..data.windows import PAD, Windows, average_windows, make_windows
 from ..io import atomic_write_json
-from ..labels import ABAW_AU, AU_INVALID, EXPR_INVALID, VA_INVALID, LabelSet
-from ..metrics import au_scores, binarize_au, expr_scores, va_scores
+from ..labels import AU_INVALID, EXPR_INVALID, VA_INVALID, LabelSet
 from ..models.ensemble import member_probabilities
 from ..smoothing import smooth_per_video, video_segments
+from .evaluation import TASK_SCORE, task_scores  # smoothing is tuned for TASK_SCORE
 from .features import FeatureStore, encode_frames, ensure_features, feature_extractor
 from .job import Job
 
@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 
 PREDICTED = ("va", "expr_probs", "au_probs")
 SMOOTHING_DIR = "smoothing"
-# the score of each task, and what smoothing is tuned for
-TASK_SCORE = {"au": "au_f1", "expr": "expr_f1", "va": "va"}
 
 
 # ----------------------------------------------------------------------------- task models
@@ -198,18 +196,9 @@ def frame_scores(pred: dict[str, np.ndarray], table: FaceTable, labels: LabelSet
                  au_thresholds=0.5) -> dict:
     """Per-frame scores of the tasks in ``pred``; ``p`` is their sum (AU F1 + EXPR F1 +
     mean CCC; ``p_mtl`` when all three are there) and ``score``."""
-    scores: dict = {}
-    if "expr_probs" in pred:
-        scores.update(expr_scores(table.expression, pred["expr_probs"].argmax(-1),
-                                  labels.classes))
-    if "au_probs" in pred:
-        scores.update(au_scores(table.au.astype(np.int64),
-                                binarize_au(pred["au_probs"], au_thresholds), ABAW_AU.classes))
-    if "va" in pred:
-        scores.update(va_scores(table.va, pred["va"]))
-    parts = [scores[k] for k in ("au_f1", "expr_f1", "va") if k in scores]
-    scores["p"] = float(sum(parts))
-    if len(parts) == 3:
+    scores = task_scores(pred, {"expr": table.expression, "au": table.au, "va": table.va},
+                         labels, au_thresholds)
+    if all(k in scores for k in TASK_SCORE.values()):
         scores["p_mtl"] = scores["p"]
     scores["score"] = scores["p"]
     return scores

@@ -40,7 +40,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..config import ConfigError, config_to_dict, load_config
+from ..config import ConfigError, config_to_dict, load_config, yaml_error
 from ..io import atomic_write_json, atomic_write_text
 from .loop import read_metrics, train
 
@@ -82,7 +82,7 @@ def read_spec(path: str | os.PathLike) -> dict:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the search spec ({e.strerror})") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        raise yaml_error(path, e) from None
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: a search spec is a mapping with {', '.join(SPEC_KEYS)}")
     problems = [f"{path}: unknown key {k!r} (known: {', '.join(SPEC_KEYS)})"

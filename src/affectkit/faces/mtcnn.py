@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from torchvision.ops import nms, roi_align
 
+from .align import box_iou
+
 WEIGHTS_ENV = "AFFECTKIT_MTCNN_WEIGHTS"  # a folder with pnet.pt, rnet.pt, onet.pt
 
 
@@ -189,12 +191,7 @@ class MTCNN(nn.Module):
     @torch.no_grad()
     def detect(self, image) -> list[Detection]:
         """``image``: (H, W, 3) uint8 RGB array or (3, H, W) tensor in [0, 255]."""
-        x = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.array(image))
-        if x.ndim != 3:
-            raise ValueError(f"an RGB image, (H, W, 3) or (3, H, W), got shape {tuple(x.shape)}")
-        if x.shape[-1] == 3 and x.shape[0] != 3:
-            x = x.permute(2, 0, 1)
-        img = x.to(self.pnet.conv1.weight.device).float().unsqueeze(0)
+        img = self._image(image)
         h, w = img.shape[-2:]
         # stage 1: P-Net over the pyramid
         found = []
@@ -214,7 +211,40 @@ class MTCNN(nn.Module):
             return []
         boxes, score, reg = (torch.cat(t) for t in zip(*found))
         keep = nms(boxes, score, 0.7)
-        boxes = self._square(self._regress(boxes[keep], reg[keep]))
+        return self._refine_stages(img, self._square(self._regress(boxes[keep], reg[keep])))
+
+    @torch.no_grad()
+    def refine(self, image, boxes) -> list[Detection]:
+        """R-Net and O-Net on given boxes (e.g. the faces of the previous video frame)
+        instead of P-Net's proposals: a face that moved by a fraction of its size is found
+        again with its box and landmarks at a small part of a full detection's cost; a
+        box with no face there any more gives nothing."""
+        img = self._image(image)
+        boxes = torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+                                device=img.device)
+        if not len(boxes):
+            return []
+        found = self._refine_stages(img, self._square(boxes))
+        if len(found) < len(boxes):
+            # a face that moved or grew may leave its tight box (R-Net was trained on
+            # P-Net's loose ones): the boxes left without a face, once more 1.2x larger
+            lost = boxes[[i for i, b in enumerate(boxes.cpu().numpy())
+                          if not any(box_iou(b, f.box) > 0.3 for f in found)]]
+            centre, half = (lost[:, :2] + lost[:, 2:]) / 2, (lost[:, 2:] - lost[:, :2]) / 2
+            if len(lost):
+                found += self._refine_stages(img, self._square(
+                    torch.cat([centre - 1.2 * half, centre + 1.2 * half], 1)))
+        return found
+
+    def _image(self, image) -> torch.Tensor:
+        x = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.array(image))
+        if x.ndim != 3:
+            raise ValueError(f"an RGB image, (H, W, 3) or (3, H, W), got shape {tuple(x.shape)}")
+        if x.shape[-1] == 3 and x.shape[0] != 3:
+            x = x.permute(2, 0, 1)
+        return x.to(self.pnet.conv1.weight.device).float().unsqueeze(0)
+
+    def _refine_stages(self, img: torch.Tensor, boxes: torch.Tensor) -> list[Detection]:
         # stage 2: R-Net
         score, reg = self.rnet(self._crops(img, boxes, 24))
         ok = score > self.thresholds[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchvision.transforms.v2.functional import center_crop
 
 from ..config import BRANCH_WEIGHTS_HINT, MISSING, ConfigError
 from ..data.augment import IMAGENET_MEAN, IMAGENET_STD, input_stats
@@ -28,9 +29,8 @@ class RunLogits(nn.Module):
         self.model, self.keep, self.crop = model, list(keep), crop
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.crop:
-            top, left = (x.shape[-2] - self.crop) // 2, (x.shape[-1] - self.crop) // 2
-            x = x[..., top:top + self.crop, left:left + self.crop]
+        if self.crop:  # as the eval transform's v2.CenterCrop
+            x = center_crop(x, [self.crop])
         return self.model(x)["expr_logits"][:, self.keep]
 
 

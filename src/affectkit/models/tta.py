@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchvision.transforms.v2.functional import ten_crop
 
 TTA_MODES = ("flip", "ten-crop")
 
@@ -31,10 +32,7 @@ class TestTimeAugment(nn.Module):
         if h < s or w < s:
             raise ValueError(f"ten-crop of {s} px from {h}x{w} px faces: the input must be "
                              "at least the crop size")
-        top, left = (h - s) // 2, (w - s) // 2
-        crops = [x[..., :s, :s], x[..., :s, w - s:], x[..., h - s:, :s], x[..., h - s:, w - s:],
-                 x[..., top:top + s, left:left + s]]
-        return crops + [c.flip(-1) for c in crops]
+        return list(ten_crop(x, [s]))  # corners + centre of the face, then of its mirror
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         views = self.views(x)

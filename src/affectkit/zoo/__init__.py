@@ -55,7 +55,12 @@ def is_shipped(name: str | os.PathLike) -> bool:
 
 
 def read_card(name: str = "default") -> dict:
-    card = json.loads((model_dir(name) / CARD).read_text(encoding="utf-8"))
+    path = model_dir(name) / CARD
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}, line {e.lineno}, column {e.colno}: not valid JSON "
+                         f"({e.msg}); reinstall affectkit") from None
     card["default"] = card.get("name") == DEFAULT
     return card
 
