@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     import fer
-    from fer import FER, Video
+    from fer.classes import Video
+    from fer.fer import FER
 
     detector = FER()  # the package's defaults: Haar cascade, min face 50 px, TFLite model
     cap = cv2.VideoCapture(args.video)
