@@ -5,7 +5,9 @@ It runs in an environment of its own (TensorFlow; ``bash scripts/setup_fer_peer.
 makes ``.venv-fer``), never imports affectkit, and prints one JSON object:
 
 - ``end_to_end``: ``fer.Video(path).analyze(FER())`` with nothing saved (no frames, no
-  video, no annotation, no zip): what a user of fer runs, timed as a whole;
+  video, no annotation, no zip) but the CSV it always writes: what a user of fer runs, timed
+  as a whole. fer writes that CSV as ``data.csv`` in the working directory whatever
+  ``outdir`` says, so the call runs inside a temporary folder;
 - ``seconds``: a second pass over the same frames split into decode (OpenCV), detect
   (``FER.find_faces``) and model (``FER.detect_emotions`` on the found boxes: crop,
   resize, classify).
@@ -16,6 +18,7 @@ makes ``.venv-fer``), never imports affectkit, and prints one JSON object:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -32,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not os.path.isfile(args.video):
         raise SystemExit(f"{args.video}: no such video file")
+    video = os.path.abspath(args.video)  # the timed call runs in another directory
 
     import cv2
     import tensorflow as tf
@@ -51,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.video}: OpenCV cannot read a frame")
     detector.detect_emotions(first)  # warm-up
 
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as out, contextlib.chdir(out):
         t0 = time.perf_counter()
-        rows = Video(args.video, outdir=out).analyze(
+        rows = Video(video, outdir=out).analyze(
             detector, display=False, save_frames=False, save_video=False,
             annotate_frames=False, zip_images=False)
         wall = time.perf_counter() - t0
