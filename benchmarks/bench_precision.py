@@ -27,7 +27,9 @@ import affectkit.models.facecnn  # noqa: F401  (registers face_vgg*)
 from affectkit.engine.loop import cpu_has_native_bf16
 from affectkit.io import atomic_write_json
 
-MODELS = (("face_vgg_m", 40), ("face_vgg", 40), ("face_vgg", 48), ("resnet18", 48))
+# (timm name, px, extra create_model kwargs); the ViT is the cpu-p8 benchmarks' (36 tokens)
+MODELS = (("face_vgg_m", 40, {}), ("face_vgg", 40, {}), ("face_vgg", 48, {}),
+          ("resnet18", 48, {}), ("vit_tiny_patch16_224", 48, {"img_size": 48, "patch_size": 8}))
 
 
 def img_per_s(model, opt, x, y, dtype, steps: int) -> float:
@@ -50,14 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--only", help="comma-separated timm names to measure (default: all)")
     args = ap.parse_args(argv)
     native = cpu_has_native_bf16()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; native bf16 "
           f"(AMX / AVX512-BF16): {'yes' if native else 'no'}")
     results = {"native_bf16": native, "threads": torch.get_num_threads(), "models": {}}
-    for name, px in MODELS:
+    only = set(args.only.split(",")) if args.only else None
+    for name, px, extra in MODELS:
+        if only and name not in only:
+            continue
         torch.manual_seed(0)
-        model = timm.create_model(name, num_classes=7).to(memory_format=torch.channels_last)
+        model = timm.create_model(name, num_classes=7, **extra).to(
+            memory_format=torch.channels_last)
         opt = torch.optim.AdamW(model.parameters(), 1e-4)
         x = torch.randn(64, 3, px, px).contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, 7, (64,))

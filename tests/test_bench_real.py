@@ -186,3 +186,80 @@ def test_truth_counts_and_majority_from_stored_predictions():
     acc, f1 = report.majority({"a": 10, "b": 2, "c": 1}, counts)  # the prior says 'a'
     assert acc == 0.2 and f1 == (2 * 0.2 / 1.2) / 3
     assert report.truth_counts([{"data": {}, "models": {}}], "fer_private") is None
+
+
+def test_rows_at_the_prior_give_way_to_the_profile_that_reruns_them():
+    """A cpu row whose two ViTs both stayed at the class prior is judged in cpu-p8 once
+    cpu-p8 measures it with models that learned; until then it stays inconclusive."""
+    from benchmarks.real.profiles import PROFILES
+
+    truth = "0123456" * 20
+    classes = {c: 20 for c in "abcdefg"}  # majority-class accuracy 1/7
+
+    def fer_run(profile, acc_mae, acc_random):
+        def preds(acc):
+            k = int(acc * 140)
+            return truth[:k] + "".join("1" if t == "0" else "0" for t in truth[k:])
+        models = {n: {"private": {"f1": a, "acc": a, "truth": truth, "pred": preds(a)}}
+                  for n, a in (("vit-mae", acc_mae), ("vit-random", acc_random))}
+        return {"benchmark": "fer2013", "profile": profile, "seed": 0, "models": models,
+                "settings": PROFILES[profile],
+                "data": {"train": {"classes": classes}, "test": {"classes": classes}}}
+
+    row = "FER2013 PrivateTest macro F1, `vit-mae` − `vit-random`"
+    cpu = fer_run("cpu", 0.17, 0.15)  # both within 5 pt of the prior (14.3%)
+    alone = "\n".join(report.claims({("fer2013", "cpu"): [cpu]}, "cpu"))
+    assert row in alone and "neither model learned" in alone and "Judged in" not in alone
+
+    groups = {("fer2013", "cpu"): [cpu], ("fer2013", "cpu-p8"): [fer_run("cpu-p8", 0.6, 0.3)]}
+    text = "\n".join(report.claims(groups, "cpu"))
+    assert "neither model learned" not in text
+    assert "Judged in profile `cpu-p8` instead (1 comparison whose" in text
+    assert f"{row}: holds there" in text
+    assert f"| {row} |" in "\n".join(report.claims(groups, "cpu-p8"))
+
+
+def test_results_keep_models_unless_their_own_settings_change(tmp_path):
+    """Adding a section for another benchmark to a profile keeps a benchmark's measured
+    models; changing the training settings or its own section drops them."""
+    from benchmarks.real.common import Results
+    from benchmarks.real.profiles import get_profile
+
+    profile = get_profile("cpu-p8")
+    fer_only = {k: v for k, v in profile.items() if k not in ("ckplus", "cross-domain")}
+    first = Results(tmp_path, "fer2013", "cpu-p8", fer_only, 0)
+    first.model("vit-mae", {"private": {"acc": 0.5}})
+    assert list(Results(tmp_path, "fer2013", "cpu-p8", profile, 0).data["models"]) == \
+        ["vit-mae"]
+    longer = get_profile("cpu-p8")
+    longer["fer2013"]["epochs"] += 1
+    assert Results(tmp_path, "fer2013", "cpu-p8", longer, 0).data["models"] == {}
+    other_lr = get_profile("cpu-p8")
+    other_lr["train"]["lr"] *= 2
+    assert Results(tmp_path, "fer2013", "cpu-p8", other_lr, 0).data["models"] == {}
+
+
+def test_a_finished_run_folder_is_reused_under_the_same_config_only(tmp_path):
+    """best.pt holds the config with data.mean / std fixed at training time; a benchmark
+    that asks for the same run (stats unset) reuses it, another init or length does not."""
+    import torch
+
+    from affectkit.config import config_to_dict
+    from affectkit.engine.build import with_data_stats
+    from benchmarks.real.common import _finished, model_config
+    from benchmarks.real.profiles import get_profile
+
+    tr = get_profile("cpu-p8")["train"]
+    enc = tmp_path / "encoder.pth"
+    kw = dict(run_dir=tmp_path / "run", seed=0, data_root=tmp_path, epochs=2)
+    cfg, _ = model_config("vit", tr, pretrained=enc, **kw)
+    assert cfg.data.mean is None  # resolved when training starts
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"config": config_to_dict(with_data_stats(cfg))}, run / "best.pt")
+    (run / "metrics.jsonl").write_text('{"epoch": 0}\n')
+    assert not _finished(run, cfg)  # one epoch of two
+    (run / "metrics.jsonl").write_text('{"epoch": 0}\n{"epoch": 1}\n')
+    assert _finished(run, cfg)
+    assert not _finished(run, model_config("vit", tr, pretrained=None, **kw)[0])
+    assert not _finished(run, model_config("vit", tr, pretrained=enc, **{**kw, "epochs": 3})[0])

@@ -36,7 +36,7 @@ from affectkit.data.augment import transforms_for
 from affectkit.data.dataset import FaceDataset
 from affectkit.data.errors import DataError
 from affectkit.data.table import FaceTable
-from affectkit.engine.build import build_model, model_labels
+from affectkit.engine.build import build_model, model_labels, with_data_stats
 from affectkit.engine.evaluation import collect_predictions, infer
 from affectkit.engine.loop import read_metrics, train
 from affectkit.io import atomic_write_json
@@ -355,7 +355,8 @@ def _finished(run_dir: Path, cfg: Config) -> bool:
             out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
         return out
 
-    a, b = flat(saved), flat(config_to_dict(cfg))
+    # data.mean / std left unset are fixed when training starts (saved resolved)
+    a, b = flat(saved), flat(json.loads(json.dumps(config_to_dict(with_data_stats(cfg)))))
     return all(a.get(k) == b.get(k) for k in set(a) | set(b) if k not in _MAY_DIFFER)
 
 
@@ -494,6 +495,13 @@ def mae_encoder(profile: dict, data_root: Path, work: Path, seed: int) -> tuple[
 # ----------------------------------------------------------------------------- results
 
 
+def bearing(settings: dict, benchmark: str) -> dict:
+    """The part of a profile's settings that a benchmark's numbers depend on: the shared
+    training settings, the MAE and its own section (a section added for another benchmark
+    leaves its results valid)."""
+    return {k: settings.get(k) for k in ("train", "mae", "mae_from", benchmark)}
+
+
 class Results:
     """One results JSON (``<benchmark>-<profile>-s<seed>.json``), rewritten atomically after
     every model. Models already in an existing file of the same benchmark, profile and
@@ -509,7 +517,8 @@ class Results:
                 old = json.loads(self.path.read_text(encoding="utf-8"))
             except ValueError:
                 old = {}
-        if old and json.loads(json.dumps(profile)) != old.get("settings"):
+        if old and bearing(json.loads(json.dumps(profile)), benchmark) != bearing(
+                old.get("settings") or {}, benchmark):
             log.warning("%s was measured with other profile settings: its models are "
                         "dropped", self.path)
             old = {}

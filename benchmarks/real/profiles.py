@@ -149,6 +149,17 @@ PROFILES: dict[str, dict] = {
         "fer2013": {"epochs": 5, "train_limit": None, "val_limit": None, "test_limit": None,
                     "models": ["vit-mae", "cotex-mae-eqtime", "vit-random", "cotex-mae"],
                     "equal_time_reference": "vit-mae", "probe_rounds": 3, "probe_steps": 2},
+        # the cpu profile's CK+ folds and models, at 36 tokens (~20 min)
+        "ckplus": {"folds": 5, "val_subject_fraction": 0.15, "au_epochs": 10,
+                   "expr_epochs": 10, "batch": 32,
+                   "au_models": ["cnn", "vit-random", "vit-mae"],
+                   "expr_models": ["cotex-mae"]},
+        # all 23,744 6-class Training faces for 4 epochs (the cpu profile's 2 x 10,000 left
+        # every ViT at the class prior; at 36 tokens vit-mae needs ~3 FER2013 epochs to
+        # leave it); r = 0 (two unmasked views) is the slowest run
+        "cross-domain": {"epochs": 4, "train_limit": None, "val_limit": None,
+                         "test_limit": None, "ck_limit": None, "ratios": [0.0, 0.5, 0.75, 0.9],
+                         "probe_rounds": 3, "probe_steps": 2},
     },
     "gpu": {
         "train": _GPU_TRAIN,
