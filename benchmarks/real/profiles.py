@@ -149,7 +149,9 @@ PROFILES: dict[str, dict] = {
         "fer2013": {"epochs": 5, "train_limit": None, "val_limit": None, "test_limit": None,
                     "models": ["vit-mae", "cotex-mae-eqtime", "vit-random", "cotex-mae"],
                     "equal_time_reference": "vit-mae", "probe_rounds": 3, "probe_steps": 2},
-        # the cpu profile's CK+ folds and models, at 36 tokens (~20 min)
+        # the cpu profile's CK+ folds and models, at 36 tokens (~12 min; the CNN is the
+        # cpu profile's own, so its results say the same: run with --models au/vit-random,
+        # au/vit-mae,expr/cotex-mae to skip it)
         "ckplus": {"folds": 5, "val_subject_fraction": 0.15, "au_epochs": 10,
                    "expr_epochs": 10, "batch": 32,
                    "au_models": ["cnn", "vit-random", "vit-mae"],
