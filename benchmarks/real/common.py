@@ -30,15 +30,15 @@ import torch
 import torchvision
 
 import affectkit
-from affectkit.config import Config, ConfigError, config_to_dict, git_sha, load_config
+from affectkit.config import Config, ConfigError, config_to_dict, flat_config, git_sha, load_config
 from affectkit.data import open_dataset
 from affectkit.data.augment import transforms_for
 from affectkit.data.dataset import FaceDataset
 from affectkit.data.errors import DataError
 from affectkit.data.table import FaceTable
-from affectkit.engine.build import build_model, model_labels, with_data_stats
+from affectkit.engine.build import build_model, model_labels
 from affectkit.engine.evaluation import collect_predictions, infer
-from affectkit.engine.loop import read_metrics, train
+from affectkit.engine.loop import read_metrics, resolve_run_config, train
 from affectkit.io import atomic_write_json
 from affectkit.labels import ABAW_AU, EXPR_INVALID, LabelSet
 from affectkit.metrics import (
@@ -348,15 +348,8 @@ def _finished(run_dir: Path, cfg: Config) -> bool:
     if len(read_metrics(run_dir)) != cfg.optim.epochs:
         return False
     saved = torch.load(best_path, map_location="cpu", weights_only=True).get("config") or {}
-
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
-        return out
-
-    # data.mean / std left unset are fixed when training starts (saved resolved)
-    a, b = flat(saved), flat(json.loads(json.dumps(config_to_dict(with_data_stats(cfg)))))
+    # best.pt holds the config as training resolved it (data.mean / std fixed, ...)
+    a, b = flat_config(saved), flat_config(config_to_dict(resolve_run_config(cfg)))
     return all(a.get(k) == b.get(k) for k in set(a) | set(b) if k not in _MAY_DIFFER)
 
 

@@ -692,6 +692,17 @@ def config_to_dict(cfg: Config) -> dict:
     return {"recipe": d.pop("recipe"), **d}
 
 
+def flat_config(d: dict, prefix: str = "") -> dict:
+    """A nested config dict as ``{"section.key": value}``, to compare two configs key by key."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat_config(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
 def git_sha(path: str | Path | None = None) -> str | None:
     """HEAD of the git checkout holding ``path`` (default: this package), None if none."""
     where = Path(path) if path is not None else Path(__file__).resolve().parent

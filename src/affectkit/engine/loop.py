@@ -43,7 +43,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..config import Config, ConfigError, config_to_dict, dump_config
+from ..config import Config, ConfigError, config_to_dict, dump_config, flat_config
 from ..data.table import FaceTable
 from ..io import atomic_write_text
 from ..kinds import get_kind
@@ -118,14 +118,12 @@ class _rng_restored:
 RESUME_MAY_CHANGE = ("run.out_dir", "data.root", "data.images", "data.packed")
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
+def resolve_run_config(cfg: Config, saved_config: dict | None = None) -> Config:
+    """The config a run trains with, and saves in its checkpoints: data.mean / std fixed
+    (``with_data_stats``; ``saved_config``: the run being resumed) and what the model
+    kind derives from the files it starts from."""
+    cfg = with_data_stats(cfg, saved_config)
+    return get_kind(cfg.model.kind).resolve(cfg)
 
 
 def _check_same_config(saved: dict | None, now: dict, path: Path) -> None:
@@ -133,8 +131,8 @@ def _check_same_config(saved: dict | None, now: dict, path: Path) -> None:
     would silently mix); where the data lives may change."""
     if saved is None:
         return
-    a, b = _flat(saved), _flat(now)
-    defaults = _flat(config_to_dict(Config()))
+    a, b = flat_config(saved), flat_config(now)
+    defaults = flat_config(config_to_dict(Config()))
     # a key added to the schema after the checkpoint was written is fine at its default
     diff = [f"{k}: {a.get(k)!r} in the checkpoint, {b.get(k)!r} now"
             for k in sorted(set(a) | set(b))
@@ -242,8 +240,8 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
     device = dist.device_for(info)
     last = latest_checkpoint(run_dir) if resume else None
     saved = read_training_checkpoint(last) if last is not None else None
-    cfg = with_data_stats(cfg, saved.get("config") if saved is not None else None)
-    cfg = get_kind(cfg.model.kind).resolve(cfg)  # e.g. stage 2: its task models' widths
+    # e.g. progressive stage 2: its task models' widths
+    cfg = resolve_run_config(cfg, saved.get("config") if saved is not None else None)
 
     job = build_job(cfg, tables if tables is not None else open_splits(cfg), device=device)
     task, model = job.task, job.model
