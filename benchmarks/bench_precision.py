@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
           f"(AMX / AVX512-BF16): {'yes' if native else 'no'}")
     results = {"native_bf16": native, "threads": torch.get_num_threads(), "models": {}}
     only = set(args.only.split(",")) if args.only else None
+    unknown = sorted((only or set()) - {name for name, _, _ in MODELS})
+    if unknown:
+        ap.error(f"--only: unknown model(s) {', '.join(unknown)}; one of "
+                 f"{', '.join(sorted({name for name, _, _ in MODELS}))}")
     for name, px, extra in MODELS:
         if only and name not in only:
             continue

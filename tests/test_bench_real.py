@@ -263,3 +263,13 @@ def test_a_finished_run_folder_is_reused_under_the_same_config_only(tmp_path):
     assert _finished(run, cfg)
     assert not _finished(run, model_config("vit", tr, pretrained=None, **kw)[0])
     assert not _finished(run, model_config("vit", tr, pretrained=enc, **{**kw, "epochs": 3})[0])
+
+
+def test_bench_precision_refuses_an_unknown_model_before_measuring(capsys):
+    from benchmarks import bench_precision
+
+    with pytest.raises(SystemExit) as e:
+        bench_precision.main(["--only", "vit_tiny,resnet18"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--only: unknown model(s) vit_tiny" in err and "vit_tiny_patch16_224" in err
